@@ -1,0 +1,30 @@
+# cvgl: unsupervised cross-view geo-localization (UCVGL, CVPR 2024) as a Snakemake workflow.
+# This file is a table of contents; the rules live in workflow/rules/, the work in `cvgl <stage>`.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, schema="workflow/schemas/config.schema.yaml", set_default=True)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/project.smk"
+include: "workflow/rules/translate.smk"
+include: "workflow/rules/coldstart.smk"
+include: "workflow/rules/rounds.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        f"{RESULTS}/summary.csv",
+    default_target: True
+
+
+onsuccess:
+    print_summary()

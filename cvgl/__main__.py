@@ -1,0 +1,4 @@
+from cvgl.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""Batched, seeded image augmentations in torch (method.md §3.3), applied to whole batches at once.
+
+Everything draws from an explicit `torch.Generator`, so an epoch's augmentations depend only on
+(seed, stage, epoch): results are reproducible and a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B,H,W,3) uint8 -> (B,3,H,W) float in [0,1] on `device`."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return x.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _rand(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=gen).to(device)
+
+
+def _per_sample(t: torch.Tensor) -> torch.Tensor:
+    return t.view(-1, 1, 1, 1)
+
+
+def colour_jitter(x: torch.Tensor, gen: torch.Generator, strength: float = 0.4, p: float = 0.8,
+                  gray_p: float = 0.2) -> torch.Tensor:
+    """Random brightness, contrast and saturation (each factor in [1-s, 1+s]) with prob p; grayscale w.p. gray_p."""
+    n, dev = x.shape[0], x.device
+    apply = _per_sample(_rand(n, gen, dev) < p)
+
+    def factor() -> torch.Tensor:
+        return _per_sample(1.0 + (2 * _rand(n, gen, dev) - 1) * strength)
+
+    gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    y = x * factor()
+    y = (y - gray.mean(dim=(2, 3), keepdim=True)) * factor() + gray.mean(dim=(2, 3), keepdim=True)
+    y_gray = 0.299 * y[:, 0:1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:3]
+    y = (y - y_gray) * factor() + y_gray
+    y = torch.where(apply, y, x).clamp_(0, 1)
+    to_gray = _per_sample(_rand(n, gen, dev) < gray_p)
+    y_gray = (0.299 * y[:, 0:1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:3]).expand_as(y)
+    return torch.where(to_gray, y_gray, y)
+
+
+def blur(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """3x3 Gaussian blur (sigma ~0.8) with probability p per image."""
+    k1 = torch.tensor([0.25, 0.5, 0.25], device=x.device)
+    kernel = (k1[:, None] * k1[None, :]).expand(x.shape[1], 1, 3, 3)
+    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=x.shape[1])
+    return torch.where(_per_sample(_rand(x.shape[0], gen, x.device) < p), blurred, x)
+
+
+def cutout(x: torch.Tensor, gen: torch.Generator, p: float = 0.5, holes: tuple[int, int] = (3, 8),
+           frac: tuple[float, float] = (0.1, 0.2)) -> torch.Tensor:
+    """Coarse dropout: w.p. p, zero a random number of rectangles each 10-20% of H and W."""
+    n, _, h, w = x.shape
+    keep = torch.ones(n, 1, h, w, device=x.device)
+    ys, xs = torch.arange(h, device=x.device).view(1, h, 1), torch.arange(w, device=x.device).view(1, 1, w)
+    count = int(torch.randint(holes[0], holes[1] + 1, (1,), generator=gen))
+    for _ in range(count):
+        hh = (frac[0] + (frac[1] - frac[0]) * torch.rand(n, generator=gen)) * h
+        ww = (frac[0] + (frac[1] - frac[0]) * torch.rand(n, generator=gen)) * w
+        y0, x0 = torch.rand(n, generator=gen) * (h - hh), torch.rand(n, generator=gen) * (w - ww)
+        box = ((ys >= y0.view(-1, 1, 1).to(x.device)) & (ys < (y0 + hh).view(-1, 1, 1).to(x.device))
+               & (xs >= x0.view(-1, 1, 1).to(x.device)) & (xs < (x0 + ww).view(-1, 1, 1).to(x.device)))
+        keep = keep * (~box).unsqueeze(1)
+    apply = _per_sample(_rand(n, gen, x.device) < p)
+    return torch.where(apply, x * keep, x)
+
+
+def random_affine(x: torch.Tensor, gen: torch.Generator, shift: float, scale: float, rotate_deg: float,
+                  p: float = 0.5) -> torch.Tensor:
+    """ShiftScaleRotate with a black border, w.p. p per image (satellite tiles only: it moves the centre)."""
+    n, dev = x.shape[0], x.device
+    ang = (2 * torch.rand(n, generator=gen) - 1) * math.radians(rotate_deg)
+    sc = 1 + (2 * torch.rand(n, generator=gen) - 1) * scale
+    tx, ty = [(2 * torch.rand(n, generator=gen) - 1) * shift * 2 for _ in range(2)]
+    on = torch.rand(n, generator=gen) < p
+    ang, sc = torch.where(on, ang, 0.0), torch.where(on, sc, 1.0)
+    tx, ty = torch.where(on, tx, 0.0), torch.where(on, ty, 0.0)
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(dev)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def hflip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(_per_sample(mask.to(x.device)), x.flip(-1), x)
+
+
+def joint_flip_rotate(ground: torch.Tensor, satellite: torch.Tensor, gen: torch.Generator,
+                      flip_p: float = 0.5, rotate_p: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the same geometric change to both views (method.md §3.3, cross-view).
+
+    Mirroring a north-up tile left-right mirrors the panorama's azimuths; rotating the tile by r*90 degrees
+    counter-clockwise moves east to north, i.e. rolls the panorama left by r*W/4 columns.
+    """
+    n = ground.shape[0]
+    flip = torch.rand(n, generator=gen) < flip_p
+    ground, satellite = hflip(ground, flip), hflip(satellite, flip)
+    rot = torch.where(torch.rand(n, generator=gen) < rotate_p, torch.randint(1, 4, (n,), generator=gen), 0)
+    width = ground.shape[-1]
+    g_out, s_out = ground.clone(), satellite.clone()
+    for r in (1, 2, 3):
+        idx = (rot == r).nonzero().flatten().to(ground.device)
+        if len(idx):
+            g_out[idx] = torch.roll(ground[idx], shifts=-r * width // 4, dims=-1)
+            s_out[idx] = torch.rot90(satellite[idx], k=r, dims=(-2, -1))
+    return g_out, s_out
+
+
+def photometric(x: torch.Tensor, gen: torch.Generator, cfg: dict) -> torch.Tensor:
+    """The per-view photometric pipeline: dropout, colour jitter / grayscale, blur."""
+    x = cutout(x, gen, p=cfg.get("cutout_p", 0.5))
+    x = colour_jitter(x, gen, strength=cfg.get("jitter", 0.4), p=cfg.get("jitter_p", 0.8),
+                      gray_p=cfg.get("gray_p", 0.2))
+    return blur(x, gen, p=cfg.get("blur_p", 0.5))

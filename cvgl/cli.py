@@ -1,0 +1,134 @@
+"""`cvgl <stage> ...`: the command line the workflow's rules call, thin over `cvgl.pipeline`.
+
+Stages receive their config slice as one JSON argument (`--config '{...}'`), which the rule builds from
+`config.yaml` through `params:`, so a changed setting reruns exactly the jobs it reaches.
+Users also get `cvgl labels show|diff|export` and `cvgl summary` to read the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cvgl import pipeline
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--config is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--config must be a JSON object")
+    return value
+
+
+def _add(sub: argparse._SubParsersAction, name: str, help_: str, *args: tuple[str, dict[str, Any]]
+         ) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_, description=help_)
+    for flag, kw in args:
+        p.add_argument(flag, **kw)
+    return p
+
+
+P = {"type": Path, "required": True}
+CFG = {"type": _json, "required": True}
+THREADS = {"type": int, "default": 1}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cvgl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add(sub, "synth", "render the synthetic world in the CVUSA layout",
+         ("--config", CFG), ("--seed", {"type": int, "default": 0}), ("--out", P))
+    _add(sub, "manifest", "list a dataset as images/truth/labeled manifests",
+         ("--config", CFG), ("--root", P), ("--gt-ratio", {"type": float, "default": 0.0}),
+         ("--seed", {"type": int, "default": 0}), ("--out", P))
+    _add(sub, "cache", "decode one view/split into a uint8 array at the model's input size",
+         ("--manifest", P), ("--root", P), ("--view", {"required": True, "choices": ["ground", "satellite"]}),
+         ("--split", {"required": True, "choices": ["train", "test"]}),
+         ("--size", {"type": int, "nargs": 2, "required": True}), ("--out", P), ("--threads", THREADS))
+    _add(sub, "project", "project train panoramas to bird's-eye views",
+         ("--manifest", P), ("--root", P), ("--config", CFG), ("--out", P), ("--threads", THREADS))
+    _add(sub, "translate", "fit the unpaired translator and translate every projection",
+         ("--projected", P), ("--satellite-cache", P), ("--method", {"default": "colour"}),
+         ("--model-out", P), ("--out", P))
+    _add(sub, "intra-view", "cold start part 1: intra-view self-supervised training",
+         ("--config", CFG), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P))
+    _add(sub, "cross-view", "cold start part 2: panoramas vs. their translated projections",
+         ("--config", CFG), ("--init", {"type": Path}), ("--ground-cache", P), ("--translated", P), ("--out", P))
+    _add(sub, "embed", "embed one image cache into parquet shards",
+         ("--model", P), ("--cache", P), ("--view", {"required": True, "choices": ["ground", "satellite"]}),
+         ("--out", P), ("--batch-size", {"type": int, "default": 128}), ("--device", {"default": "auto"}),
+         ("--threads", THREADS))
+    _add(sub, "index", "FAISS index of a split's satellite embeddings",
+         ("--embeddings", P), ("--factory", {"default": "Flat"}), ("--out", P), ("--threads", THREADS))
+    _add(sub, "pseudo-label", "Adaptive Mutual Matching: a round's label table",
+         ("--embeddings", P), ("--index", P), ("--labeled", P), ("--round", {"type": int, "required": True}),
+         ("--config", CFG), ("--out", P), ("--threads", THREADS))
+    _add(sub, "diagnose", "fill the `correct` column of a label table from the truth",
+         ("--matches", P), ("--manifest", P), ("--out", P))
+    _add(sub, "train-round", "a self-training round on pseudo (and labeled) pairs",
+         ("--config", CFG), ("--init", P), ("--labels", P), ("--ground-cache", P), ("--satellite-cache", P),
+         ("--round", {"type": int, "required": True}), ("--out", P))
+    _add(sub, "evaluate", "Recall@K of a round on the test split",
+         ("--embeddings", P), ("--manifest", P), ("--round", {"type": int, "required": True}),
+         ("--labels", {"type": Path}), ("--model", {"type": Path}), ("--out", P))
+    _add(sub, "summary", "collect every round's metrics into summary.csv and print the table",
+         ("--metrics", {"type": Path, "nargs": "+", "required": True}), ("--out", P))
+    labels = sub.add_parser("labels", help="inspect pseudo-label tables")
+    lsub = labels.add_subparsers(dest="labels_command", required=True)
+    _add(lsub, "show", "counts, margins, precision and the first rows of a label table",
+         ("table", {"type": Path}), ("--rows", {"type": int, "default": 10}))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+        print(f"cvgl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(a: argparse.Namespace) -> None:
+    c = a.command
+    if c == "synth":
+        pipeline.synth_stage(a.config, a.out, a.seed)
+    elif c == "manifest":
+        pipeline.manifest_stage(a.config, a.root, a.gt_ratio, a.seed, a.out)
+    elif c == "cache":
+        pipeline.cache_stage(a.manifest, a.root, a.view, a.split, tuple(a.size), a.out, a.threads)
+    elif c == "project":
+        pipeline.project_stage(a.manifest, a.root, a.config, a.out, a.threads)
+    elif c == "translate":
+        pipeline.translate_stage(a.projected, a.satellite_cache, a.method, a.model_out, a.out)
+    elif c == "intra-view":
+        pipeline.intra_view_train(a.config, a.ground_cache, a.satellite_cache, a.out)
+    elif c == "cross-view":
+        pipeline.cross_view_train(a.config, a.init, a.ground_cache, a.translated, a.out)
+    elif c == "embed":
+        pipeline.embed_stage(a.model, a.cache, a.view, a.out, a.batch_size, a.device, a.threads)
+    elif c == "index":
+        pipeline.index_stage(a.embeddings, a.factory, a.out, a.threads)
+    elif c == "pseudo-label":
+        pipeline.pseudo_label_stage(a.embeddings, a.index, a.labeled, a.round, a.config, a.out, a.threads)
+    elif c == "diagnose":
+        pipeline.diagnose_stage(a.matches, a.manifest, a.out)
+    elif c == "train-round":
+        pipeline.round_train(a.config, a.init, a.labels, a.ground_cache, a.satellite_cache, a.out, a.round)
+    elif c == "evaluate":
+        pipeline.evaluate_stage(a.embeddings, a.manifest, a.round, a.labels, a.out, a.model)
+    elif c == "summary":
+        pipeline.summary_stage(a.metrics, a.out)
+    elif c == "labels":
+        pipeline.show_labels(a.table, a.rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Atomic file writing, image decoding and the decoded-image cache.
+
+Every artifact goes through a temporary sibling path and `os.replace`, so a crash never leaves a file that
+looks complete. Images are decoded once into uint8 arrays (`.npy`, memory-mappable) because training and
+every round's embedding pass read the same pixels again and again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    """Write a table atomically and byte-reproducibly (no pandas index, no varying metadata)."""
+    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_parquet(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a table, naming the file and the missing columns if it is not what the caller expects."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file does not exist")
+    df = pq.read_table(path).to_pandas()
+    if columns is not None:
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    return df
+
+
+def write_json(obj: object, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_image(array: np.ndarray, path: str | Path) -> None:
+    """Save an HxWx3 uint8 array as PNG (lossless, so stages downstream see the exact pixels)."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def load_image(path: str | Path, size_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image to HxWx3 uint8, resized (bilinear) to `size_hw` if given; errors name the file."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size_hw is not None and im.size != (size_hw[1], size_hw[0]):
+                im = im.resize((size_hw[1], size_hw[0]), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image file does not exist") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"{path}: cannot decode image ({err})") from None
+
+
+def load_images(paths: Sequence[str | Path], size_hw: tuple[int, int], threads: int = 2,
+                label: str = "images") -> np.ndarray:
+    """Decode many images in parallel into one (N,H,W,3) uint8 array, reporting progress."""
+    out = np.empty((len(paths), size_hw[0], size_hw[1], 3), dtype=np.uint8)
+    progress = Progress(len(paths), label)
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for i, img in enumerate(pool.map(lambda p: load_image(p, size_hw), paths)):
+            out[i] = img
+            progress.update(1)
+    return out
+
+
+def write_image_cache(images: np.ndarray, ids: Sequence[str], path: str | Path) -> None:
+    """Store decoded images as `<path>` (.npy) plus `<path>.ids.parquet` (row i = image i)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, images)
+    write_parquet(pd.DataFrame({"image_id": list(ids)}), ids_sidecar(path))
+
+
+def ids_sidecar(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".ids.parquet")
+
+
+def read_image_cache(path: str | Path, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Return (ids, images) of a cache written by `write_image_cache` (images memory-mapped)."""
+    path = Path(path)
+    ids = read_parquet(ids_sidecar(path), ["image_id"])["image_id"].to_numpy(dtype=object)
+    images = np.load(path, mmap_mode="r" if mmap else None)
+    if len(images) != len(ids):
+        raise ValueError(f"{path}: {len(images)} images but {len(ids)} ids in its sidecar")
+    return ids, images
+
+
+class Progress:
+    """A dependency-free progress line on stderr, at most every ~5% (logs stay short)."""
+
+    def __init__(self, total: int, label: str, step: float = 0.05) -> None:
+        self.total, self.label, self.done = max(1, total), label, 0
+        self.every = max(1, int(self.total * step))
+        self.start = time.perf_counter()
+        self.next = self.every
+
+    def update(self, n: int = 1, extra: str = "") -> None:
+        self.done += n
+        if self.done >= self.next or self.done >= self.total:
+            self.next = self.done + self.every
+            elapsed = time.perf_counter() - self.start
+            rate = self.done / max(elapsed, 1e-9)
+            print(f"[{self.label}] {self.done}/{self.total} ({100 * self.done / self.total:.0f}%) "
+                  f"{elapsed:.1f}s {rate:.1f}/s {extra}".rstrip(), file=sys.stderr, flush=True)

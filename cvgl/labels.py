@@ -1,0 +1,301 @@
+"""Adaptive Mutual Matching (method.md §5): pseudo pairs from mutual nearest neighbours and a margin curriculum.
+
+A ground image g gets its top-1 satellite a*(g). The pair is kept when it is mutual (g is also that satellite's
+top-1 ground) and confident (top-1 minus top-2 similarity >= a threshold that relaxes over the self-training
+rounds). Mutual nearest neighbours are one-to-one, so kept pseudo pairs never share a satellite.
+
+Ties are broken towards the lowest row index everywhere; since callers sort rows by image id, the labels depend
+only on the ids, never on the order the images were listed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from cvgl.index import as_embedding_matrix, build_index, similarity_blocks
+from cvgl.io import atomic_path
+
+# The labels.parquet schema (design.md). Writing through a fixed arrow schema keeps the dtypes (float32,
+# nullable bool) and makes the file bytes depend only on the values.
+LABEL_SCHEMA = pa.schema([
+    ("ground_id", pa.string()),
+    ("satellite_id", pa.string()),
+    ("score", pa.float32()),
+    ("second_score", pa.float32()),
+    ("margin", pa.float32()),
+    ("mutual", pa.bool_()),
+    ("threshold", pa.float32()),
+    ("kept", pa.bool_()),
+    ("source", pa.string()),
+    ("correct", pa.bool_()),
+])
+LABEL_COLUMNS = tuple(LABEL_SCHEMA.names)
+
+
+def margin_threshold(round_index: int, t0: float, rounds: int) -> float:
+    """Margin threshold of self-training round `round_index` (1..rounds): t0 * ½(1 + cos(π (round - 1) / rounds)).
+
+    Round 1 is the strictest (t0); the threshold relaxes towards 0 but stays > 0 in the last round, so a ground
+    whose top-1 and top-2 scores tie exactly is never kept.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if not 1 <= round_index <= rounds:
+        raise ValueError(f"round_index must be in 1..{rounds}, got {round_index}")
+    if t0 < 0:
+        raise ValueError(f"t0 must be >= 0, got {t0}")
+    return t0 * 0.5 * (1.0 + math.cos(math.pi * (round_index - 1) / rounds))
+
+
+@dataclass
+class Matches:
+    """Nearest-neighbour structure of the ground x satellite similarity matrix (rows = grounds)."""
+
+    top1: np.ndarray          # (N,) int64: each ground's best satellite row
+    score: np.ndarray         # (N,) float32: its similarity
+    second_score: np.ndarray  # (N,) float32: best similarity among the other satellites (-inf when M == 1)
+    mutual: np.ndarray        # (N,) bool: reverse_top1[top1[g]] == g
+    reverse_top1: np.ndarray  # (M,) int64: each satellite's best ground row
+
+    @property
+    def margin(self) -> np.ndarray:
+        """top-1 minus top-2 similarity (float32; +inf when there is a single satellite)."""
+        return self.score - self.second_score
+
+
+def _check_pair(ground: np.ndarray, satellite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ground = as_embedding_matrix(ground, "ground embeddings")
+    satellite = as_embedding_matrix(satellite, "satellite embeddings")
+    if len(ground) == 0 or len(satellite) == 0:
+        raise ValueError(f"matching needs at least one ground and one satellite, got {len(ground)} and "
+                         f"{len(satellite)}")
+    if ground.shape[1] != satellite.shape[1]:
+        raise ValueError(f"dimension mismatch: grounds d={ground.shape[1]}, satellites d={satellite.shape[1]}")
+    return ground, satellite
+
+
+def _is_mutual(top1: np.ndarray, reverse_top1: np.ndarray) -> np.ndarray:
+    return reverse_top1[top1] == np.arange(len(top1))
+
+
+def mutual_matches(ground: np.ndarray, satellite: np.ndarray, chunk: int = 4096,
+                   device: str | torch.device = "cpu") -> Matches:
+    """Row top-1/top-2 and column top-1 of ground @ satellite.T in one blocked pass (memory O(chunk*M + N + M)).
+
+    Exact ties go to the lowest row index in both directions: `argmax` returns the first maximum within a block,
+    and the running column maximum is only replaced by a strictly greater score from a later block. The
+    second score is the best among the satellites other than top-1, so a tied runner-up gives margin 0.
+    """
+    ground, satellite = _check_pair(ground, satellite)
+    n, m = len(ground), len(satellite)
+    top1 = np.empty(n, dtype=np.int64)
+    score = np.empty(n, dtype=np.float32)
+    second = np.empty(n, dtype=np.float32)
+    col_best = torch.full((m,), -math.inf, device=device)
+    col_arg = torch.zeros(m, dtype=torch.int64, device=device)
+    for start, sims in similarity_blocks(ground, satellite, chunk, device):
+        rows = slice(start, start + len(sims))
+        # Column direction first: the row pass below overwrites the top-1 entries in place.
+        block_arg = sims.argmax(dim=0)
+        block_best = sims.gather(0, block_arg[None])[0]
+        better = block_best > col_best
+        col_best = torch.where(better, block_best, col_best)
+        col_arg = torch.where(better, block_arg + start, col_arg)
+        best = sims.argmax(dim=1, keepdim=True)
+        top1[rows] = best[:, 0].cpu().numpy()
+        score[rows] = sims.gather(1, best)[:, 0].cpu().numpy()
+        # Mask only the top-1 column (not its ties); with M == 1 every entry is masked and the max is -inf.
+        sims.scatter_(1, best, -math.inf)
+        second[rows] = sims.max(dim=1).values.cpu().numpy()
+    reverse_top1 = col_arg.cpu().numpy()
+    return Matches(top1, score, second, _is_mutual(top1, reverse_top1), reverse_top1)
+
+
+def mutual_matches_faiss(ground: np.ndarray, satellite: np.ndarray, index: faiss.Index | None = None) -> Matches:
+    """`mutual_matches` through FAISS searches: satellites indexed (k=2 per ground), grounds indexed (k=1).
+
+    `index` may be a prebuilt satellite index (faiss id = satellite row); without one an exact "Flat" index is
+    built. With an exact index the result equals `mutual_matches` on data without exact ties. Tie behaviour:
+    the k=1 satellite search returns the lowest tied ground id, and a top-1 tie among grounds' satellites is
+    resolved to the lower of the two returned ids; both rely on how FAISS's result heaps order equal scores
+    (observed for flat indices in faiss 1.15, not a documented FAISS guarantee). FAISS's scores may also differ
+    from torch's in the last bit, so near-ties can resolve differently. An approximate index (IVF, HNSW) gives
+    approximate matches.
+    """
+    ground, satellite = _check_pair(ground, satellite)
+    n, m = len(ground), len(satellite)
+    if index is None:
+        index = build_index(satellite)
+    elif index.ntotal != m:
+        raise ValueError(f"satellite index holds {index.ntotal} vectors but {m} satellite rows were given")
+    scores, rows = index.search(ground, min(2, m))
+    if (rows[:, 0] < 0).any():
+        raise ValueError("the satellite index returned no neighbour for some grounds (too few probes?)")
+    top1 = rows[:, 0].astype(np.int64)
+    second = np.full(n, -np.inf, dtype=np.float32)
+    if m > 1:
+        # FAISS marks a missing result with id -1; leave the second score at -inf there.
+        second = np.where(rows[:, 1] >= 0, scores[:, 1], second).astype(np.float32)
+        # With k >= 2 FAISS keeps the lowest ids of a tied set but lists them highest id first; restore the
+        # lowest-row rule for a top-1 tie.
+        tied = (rows[:, 1] >= 0) & (scores[:, 1] == scores[:, 0])
+        top1 = np.where(tied, np.minimum(rows[:, 0], rows[:, 1]), top1)
+    _, reverse = build_index(ground).search(satellite, 1)
+    reverse_top1 = reverse[:, 0].astype(np.int64)
+    return Matches(top1, scores[:, 0].astype(np.float32), second, _is_mutual(top1, reverse_top1), reverse_top1)
+
+
+def _id_array(ids: Sequence[str], name: str, expected: int) -> np.ndarray:
+    ids = np.asarray([str(i) for i in ids], dtype=object)
+    if len(ids) != expected:
+        raise ValueError(f"{name}: {len(ids)} ids for {expected} embedding rows")
+    if len(pd.unique(ids)) != len(ids):
+        raise ValueError(f"{name}: image ids are not unique")
+    return ids
+
+
+def _apply_labeled(table: pd.DataFrame, labeled: pd.DataFrame, satellite_ids: np.ndarray) -> pd.DataFrame:
+    """Override rows with the labeled pairs and un-keep pseudo rows that claim a labeled satellite."""
+    for column in ("ground_id", "satellite_id"):
+        if column not in labeled.columns:
+            raise ValueError(f"labeled pairs: missing column '{column}'; found {list(labeled.columns)}")
+    pairs = labeled[["ground_id", "satellite_id"]].astype(str).drop_duplicates()
+    conflicting = pairs["ground_id"][pairs["ground_id"].duplicated()]
+    if len(conflicting):
+        raise ValueError(f"labeled pairs: ground {conflicting.iloc[0]!r} is paired with several satellites")
+    rows = pd.Index(table["ground_id"]).get_indexer(pairs["ground_id"])
+    if (rows < 0).any():
+        raise ValueError(f"labeled pairs: ground {pairs['ground_id'].iloc[np.argmax(rows < 0)]!r} is not among "
+                         "the matched grounds")
+    unknown = ~pairs["satellite_id"].isin(satellite_ids)
+    if unknown.any():
+        raise ValueError(f"labeled pairs: satellite {pairs['satellite_id'][unknown].iloc[0]!r} is not among "
+                         "the matched satellites")
+    table = table.copy()
+    table.loc[rows, "satellite_id"] = pairs["satellite_id"].to_numpy()
+    table.loc[rows, "kept"] = True
+    table.loc[rows, "source"] = "labeled"
+    # One satellite, one ground: a labeled satellite cannot also be the pseudo target of another ground.
+    claims_labeled = (table["source"] == "pseudo") & table["satellite_id"].isin(pairs["satellite_id"])
+    table.loc[claims_labeled, "kept"] = False
+    return table
+
+
+def build_label_table(ground_ids: Sequence[str], satellite_ids: Sequence[str], matches: Matches,
+                      threshold: float, labeled: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The labels.parquet table: one row per ground (sorted by ground_id) with its top-1 satellite and verdict.
+
+    kept = mutual & (margin >= threshold), compared in float32 so it can be recomputed from the stored columns.
+    Labeled pairs (semi-supervised mode) override their grounds' rows (satellite_id, kept = True,
+    source = "labeled"); their score, second_score, margin and mutual still describe the model's own top-1.
+    """
+    ground_ids = _id_array(ground_ids, "ground_ids", len(matches.top1))
+    satellite_ids = _id_array(satellite_ids, "satellite_ids", len(matches.reverse_top1))
+    threshold32 = np.float32(threshold)
+    margin = matches.margin.astype(np.float32)
+    n = len(ground_ids)
+    table = pd.DataFrame({
+        "ground_id": ground_ids,
+        "satellite_id": satellite_ids[matches.top1],
+        "score": matches.score.astype(np.float32),
+        "second_score": matches.second_score.astype(np.float32),
+        "margin": margin,
+        "mutual": matches.mutual.astype(bool),
+        "threshold": np.full(n, threshold32, dtype=np.float32),
+        "kept": matches.mutual.astype(bool) & (margin >= threshold32),
+        "source": np.full(n, "pseudo", dtype=object),
+        "correct": pd.array([pd.NA] * n, dtype="boolean"),
+    })
+    if labeled is not None and len(labeled):
+        table = _apply_labeled(table, labeled, satellite_ids)
+    return table.sort_values("ground_id", kind="stable", ignore_index=True)
+
+
+def _missing_column(columns: Sequence[str], source: str) -> None:
+    for column in LABEL_COLUMNS:
+        if column not in columns:
+            raise ValueError(f"{source}: missing column '{column}' (a label table has {list(LABEL_COLUMNS)})")
+
+
+def write_label_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Write a label table atomically; the same table always gives the same bytes."""
+    path = Path(path)
+    _missing_column(list(df.columns), f"label table for {path}")
+    table = pa.Table.from_pandas(df[list(LABEL_COLUMNS)], schema=LABEL_SCHEMA, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata(None), tmp, compression="zstd")
+
+
+def read_label_table(path: str | Path) -> pd.DataFrame:
+    """Read a label table, checking its columns; errors name the file and the missing column."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: label table does not exist")
+    table = pq.read_table(path)
+    _missing_column(table.column_names, str(path))
+    df = table.select(list(LABEL_COLUMNS)).cast(LABEL_SCHEMA).to_pandas()
+    df["correct"] = df["correct"].astype("boolean")
+    return df
+
+
+def fill_correct(labels: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy with `correct` = (satellite_id is the ground's positive); NA where the ground has none.
+
+    Diagnostics only: training never reads `correct`. Rows of `truth` other than kind == "positive" (VIGOR's
+    semi-positives) do not count as correct.
+    """
+    for column in ("ground_id", "satellite_id"):
+        if column not in truth.columns:
+            raise ValueError(f"truth: missing column '{column}'; found {list(truth.columns)}")
+    positives = truth if "kind" not in truth.columns else truth[truth["kind"] == "positive"]
+    judged = labels["ground_id"].isin(positives["ground_id"]).to_numpy()
+    true_pairs = pd.MultiIndex.from_arrays([positives["ground_id"].astype(str), positives["satellite_id"].astype(str)])
+    hit = pd.MultiIndex.from_arrays([labels["ground_id"].astype(str), labels["satellite_id"].astype(str)])
+    correct = pd.array(hit.isin(true_pairs), dtype="boolean")
+    correct[~judged] = pd.NA
+    out = labels.copy()
+    out["correct"] = correct
+    return out
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def label_summary(labels: pd.DataFrame) -> dict:
+    """Counts and rates of a label table (plain Python values, ready for JSON).
+
+    `correct`/`precision` are None when no row has a truth verdict. Precision divides by the kept rows that have
+    a verdict (all kept rows when truth is complete). `*_pseudo` leave out the labeled pairs, which are correct
+    by construction and would flatter the pseudo-label precision.
+    """
+    kept = labels["kept"].to_numpy(dtype=bool)
+    pseudo = (labels["source"] == "pseudo").to_numpy()
+    verdict = labels["correct"].astype("boolean")
+    judged = verdict.notna().to_numpy()
+    correct = verdict.fillna(False).to_numpy(dtype=bool)
+    has_truth = bool(judged.any())
+    kept_correct = int((kept & correct).sum())
+    pseudo_correct = int((kept & pseudo & correct).sum())
+    return {
+        "total": len(labels),
+        "mutual": int(labels["mutual"].to_numpy(dtype=bool).sum()),
+        "kept": int(kept.sum()),
+        "kept_pseudo": int((kept & pseudo).sum()),
+        "kept_labeled": int((kept & ~pseudo).sum()),
+        "correct": kept_correct if has_truth else None,
+        "precision": _ratio(kept_correct, int((kept & judged).sum())) if has_truth else None,
+        "correct_pseudo": pseudo_correct if has_truth else None,
+        "precision_pseudo": _ratio(pseudo_correct, int((kept & pseudo & judged).sum())) if has_truth else None,
+        "coverage": _ratio(int(kept.sum()), len(labels)),
+    }

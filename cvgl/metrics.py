@@ -1,0 +1,46 @@
+"""Retrieval metrics (method.md §6): ranks of the true reference, Recall@K and Recall@1%."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from cvgl.index import as_embedding_matrix, similarity_blocks
+
+
+def retrieval_ranks(query: np.ndarray, reference: np.ndarray, positive: np.ndarray, chunk: int = 4096,
+                    device: str | torch.device = "cpu") -> np.ndarray:
+    """rank[q] = #{r : sim(q, r) > sim(q, positive[q])}: 0 means the true reference is retrieved first.
+
+    Strict comparison, so references tied with the truth do not push it down (ties favour the truth). The true
+    score is read from the same similarity block as the others, so it ties with an identical reference exactly.
+    Computed in blocks of `chunk` queries; the Q x R matrix never exists.
+    """
+    query = as_embedding_matrix(query, "query embeddings")
+    reference = as_embedding_matrix(reference, "reference embeddings")
+    positive = np.asarray(positive)
+    if positive.shape != (len(query),):
+        raise ValueError(f"positive must have shape ({len(query)},), got {positive.shape}")
+    if len(positive) and (positive.min() < 0 or positive.max() >= len(reference)):
+        raise ValueError(f"positive rows must lie in 0..{len(reference) - 1}")
+    truth = torch.from_numpy(positive.astype(np.int64)).to(device)
+    ranks = np.empty(len(query), dtype=np.int64)
+    for start, sims in similarity_blocks(query, reference, chunk, device):
+        rows = slice(start, start + len(sims))
+        true_score = sims.gather(1, truth[rows, None])
+        ranks[rows] = (sims > true_score).sum(dim=1).cpu().numpy()
+    return ranks
+
+
+def recall_at_k(ranks: np.ndarray, gallery_size: int, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """{"R@k": fraction of queries with rank < k} for each k, plus "R@1%" with k = max(1, floor(gallery / 100))."""
+    ranks = np.asarray(ranks)
+    if ranks.size == 0:
+        raise ValueError("recall_at_k: no queries")
+    if gallery_size < 1:
+        raise ValueError(f"gallery_size must be >= 1, got {gallery_size}")
+    recalls = {f"R@{k}": float(np.mean(ranks < k)) for k in ks}
+    recalls["R@1%"] = float(np.mean(ranks < max(1, gallery_size // 100)))
+    return recalls

@@ -1,0 +1,118 @@
+"""Encoders: any timm backbone by name + a pooling head, L2-normalised embeddings (method.md §3.1).
+
+The ground and satellite branches are separate encoders by default (as in UCVGL); the learnable logit scale
+(temperature) lives in the model so it is saved in every checkpoint (fixing method.md §9.6).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling over the spatial grid (p learnable, p=1 is average pooling)."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p, self.eps = nn.Parameter(torch.tensor(p)), eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1)).pow(1.0 / self.p)
+
+
+class SAFA(nn.Module):
+    """Spatial-aware feature aggregation (Shi et al. 2019), the head UCVGL uses (method.md §3.1).
+
+    K spatial weight maps are predicted from the channel-wise max of the feature map by K two-layer linear
+    maps hw -> hw/2 -> hw; the descriptor is the feature map weighted by each map, so it keeps the layout
+    (where along the panorama / where in the tile) that global pooling throws away.
+    """
+
+    def __init__(self, hw: int, maps: int = 8) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(maps, hw, max(1, hw // 2)) * 0.005)
+        self.b1 = nn.Parameter(torch.full((maps, 1, max(1, hw // 2)), 0.1))
+        self.w2 = nn.Parameter(torch.randn(maps, max(1, hw // 2), hw) * 0.005)
+        self.b2 = nn.Parameter(torch.full((maps, 1, hw), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        feats = x.flatten(2)  # B, C, hw
+        m = feats.amax(dim=1)  # B, hw
+        a = torch.einsum("bh,khd->kbd", m, self.w1) + self.b1
+        a = torch.einsum("kbd,kdh->kbh", a, self.w2) + self.b2  # K, B, hw
+        return torch.einsum("bch,kbh->bkc", feats, a).reshape(b, -1)
+
+
+class Encoder(nn.Module):
+    """timm backbone (feature map) -> pooling head -> optional linear projection -> L2 normalisation."""
+
+    def __init__(self, backbone: str, input_hw: tuple[int, int], head: str = "gem", dim: int | None = None,
+                 weights: str | None = None, drop_path: float = 0.0, safa_maps: int = 8) -> None:
+        super().__init__()
+        kwargs: dict[str, Any] = {"num_classes": 0, "drop_path_rate": drop_path}
+        if weights:
+            if not Path(weights).exists():
+                raise FileNotFoundError(f"model.weights {weights}: file does not exist")
+            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
+        self.backbone = timm.create_model(backbone, pretrained=bool(weights), **kwargs)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        with torch.no_grad():
+            fmap = self.backbone.forward_features(torch.zeros(1, 3, *input_hw))
+        if fmap.ndim != 4:
+            raise ValueError(f"model.backbone {backbone}: expected a convolutional feature map (B,C,H,W), "
+                             f"got shape {tuple(fmap.shape)}; choose a CNN backbone")
+        channels, hw = fmap.shape[1], fmap.shape[2] * fmap.shape[3]
+        if head == "gem":
+            self.head, out = GeM(), channels
+        elif head == "avg":
+            self.head, out = nn.AdaptiveAvgPool2d(1), channels
+        elif head == "safa":
+            self.head, out = SAFA(hw, safa_maps), channels * safa_maps
+        else:
+            raise ValueError(f"model.head must be one of gem, avg, safa; got {head!r}")
+        self.proj = nn.Linear(out, dim) if dim else nn.Identity()
+        self.dim = dim or out
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B,3,H,W) floats in [0,1] -> (B,dim) unit vectors."""
+        x = self.backbone.forward_features((images - self.mean) / self.std)
+        return F.normalize(self.proj(self.head(x).flatten(1)), dim=-1)
+
+
+class CrossViewModel(nn.Module):
+    """Ground and satellite encoders plus the learnable logit scale of the InfoNCE loss."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        common = dict(backbone=cfg["backbone"], head=cfg["head"], dim=cfg.get("dim"),
+                      weights=cfg.get("weights"), drop_path=cfg.get("drop_path", 0.0))
+        self.ground = Encoder(input_hw=tuple(cfg["ground_size"]), **common)
+        self.satellite = self.ground if cfg.get("shared", False) else Encoder(
+            input_hw=tuple(cfg["satellite_size"]), **common)
+        if self.ground.dim != self.satellite.dim:
+            raise ValueError("model: ground and satellite embeddings differ in size; set model.dim")
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def encode(self, images: torch.Tensor, view: str) -> torch.Tensor:
+        return self.ground(images) if view == "ground" else self.satellite(images)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; `cuda` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was requested but no CUDA device is available")
+    return torch.device(name)

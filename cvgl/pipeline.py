@@ -1,0 +1,331 @@
+"""The workflow's stages as plain functions: paths and config slices in, files out.
+
+The CLI (`cvgl <stage>`) parses arguments and calls one of these; Snakemake rules call the CLI. Nothing here
+imports Snakemake, so every stage runs and is tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cvgl.data.manifest import image_ids, read_images, read_truth, write_manifests
+from cvgl.embed import embed_images
+from cvgl.embed_io import read_embeddings, write_embedding_shards
+from cvgl.index import build_index, read_index, set_threads, write_index
+from cvgl.io import (
+    Progress,
+    atomic_path,
+    load_images,
+    read_image_cache,
+    read_parquet,
+    save_image,
+    write_image_cache,
+    write_json,
+    write_parquet,
+)
+from cvgl.labels import (
+    build_label_table,
+    fill_correct,
+    label_summary,
+    margin_threshold,
+    mutual_matches,
+    read_label_table,
+    write_label_table,
+)
+from cvgl.metrics import recall_at_k, retrieval_ranks
+from cvgl.train import (
+    Stage,
+    build_model,
+    cross_view_stage,
+    fit,
+    intra_view_stage,
+    load_checkpoint,
+    resolve,
+    round_stage,
+)
+from cvgl.translate import make_translator
+
+# ---------------------------------------------------------------------------------------------------------
+# Data
+
+
+def synth_stage(synth_cfg: dict[str, Any], root: Path, seed: int) -> None:
+    """Render the built-in synthetic world into the CVUSA layout at `root`."""
+    from cvgl.data.synth import synth_config_from_dict, write_synthetic_cvusa
+
+    write_synthetic_cvusa(synth_config_from_dict(synth_cfg), Path(root), seed)
+
+
+def manifest_stage(dataset_cfg: dict[str, Any], root: Path, gt_ratio: float, seed: int, out_dir: Path) -> None:
+    """List a dataset (in its published layout) as the design's manifests."""
+    name = dataset_cfg["name"]
+    if name in ("synth", "cvusa"):
+        from cvgl.data.cvusa import build_cvusa_manifests
+
+        manifests = build_cvusa_manifests(root, gt_ratio, seed)
+    else:
+        raise ValueError(f"dataset.name must be one of synth, cvusa; got {name!r}")
+    write_manifests(manifests, out_dir)
+    counts = manifests.images.groupby(["split", "view"]).size().to_dict()
+    print(f"[manifest] {counts}; labeled pairs: {len(manifests.labeled)}", file=sys.stderr)
+
+
+def cache_stage(manifest_dir: Path, root: Path, view: str, split: str, size_hw: tuple[int, int], out: Path,
+                threads: int) -> None:
+    """Decode one (view, split) once, at the model's input size, rows in image-id order."""
+    images = read_images(manifest_dir)
+    ids = image_ids(images, view, split)
+    if len(ids) == 0:
+        raise ValueError(f"{manifest_dir}/images.parquet: no {view} images in split {split}")
+    rel = images.set_index("image_id").loc[ids, "path"]
+    pixels = load_images([Path(root) / p for p in rel], tuple(size_hw), threads, f"cache {split}-{view}")
+    write_image_cache(pixels, ids, out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cross-view projection and translation
+
+
+def project_stage(manifest_dir: Path, root: Path, cfg: dict[str, Any], out_dir: Path, threads: int) -> None:
+    """Project every train panorama to a bird's-eye view with one cached sampling grid, in batches."""
+    from cvgl.geometry import bev_valid_mask, project_to_bev, to_uint8
+
+    torch.set_num_threads(max(1, threads))
+    images = read_images(manifest_dir)
+    ids = image_ids(images, "ground", "train")
+    rel = images.set_index("image_id").loc[ids, "path"].tolist()
+    pano_hw, size, fov, band = tuple(cfg["pano_size"]), cfg["size"], cfg["fov_deg"], cfg["band"]
+    batch = cfg.get("batch_size", 64)
+    progress = Progress(len(ids), "project")
+    rows = []
+    for i in range(0, len(ids), batch):
+        panos = load_images([Path(root) / p for p in rel[i:i + batch]], pano_hw, threads, "decode")
+        x = torch.from_numpy(panos).permute(0, 3, 1, 2).float()
+        bev = to_uint8(project_to_bev(x, size, fov, band))
+        for gid, img in zip(ids[i:i + batch], bev, strict=True):
+            save_image(img, out_dir / f"{gid}.png")
+            rows.append((gid, f"{gid}.png"))
+        progress.update(len(panos))
+    valid = bev_valid_mask(pano_hw, size, fov, band)
+    np.save(out_dir / "valid-mask.npy", valid)
+    write_parquet(pd.DataFrame(rows, columns=["ground_id", "path"]), out_dir / "index.parquet")
+
+
+def translate_stage(projected_dir: Path, satellite_cache: Path, method: str, model_out: Path, out_dir: Path,
+                    batch: int = 256) -> None:
+    """Fit an unpaired translator (projections vs. train tiles, listed independently) and translate."""
+    index = read_parquet(projected_dir / "index.parquet", ["ground_id", "path"])
+    valid = np.load(projected_dir / "valid-mask.npy")
+    size = valid.shape
+    translator = make_translator(method)
+    for i in range(0, len(index), batch):
+        translator.update(projections=load_images([projected_dir / p for p in index.path[i:i + batch]], size),
+                          valid=valid)
+    _, tiles = read_image_cache(satellite_cache)
+    for i in range(0, len(tiles), batch):
+        tiles_batch = np.asarray(tiles[i:i + batch])
+        if tiles_batch.shape[1:3] != size:
+            tiles_batch = np.stack([_resize(t, size) for t in tiles_batch])
+        translator.update(satellites=tiles_batch)
+    translator.finish()
+    torch.save(translator.state_dict(), model_out)
+    progress = Progress(len(index), "translate")
+    for i in range(0, len(index), batch):
+        part = index.iloc[i:i + batch]
+        fake = translator.translate(load_images([projected_dir / p for p in part.path], size), valid)
+        for gid, img in zip(part.ground_id, fake, strict=True):
+            save_image(img, out_dir / f"{gid}.png")
+        progress.update(len(part))
+    write_parquet(index.assign(path=[f"{g}.png" for g in index.ground_id]), out_dir / "index.parquet")
+
+
+def _resize(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((size_hw[1], size_hw[0]), Image.BILINEAR))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training
+
+
+def intra_view_train(cfg: dict[str, Any], ground_cache: Path, satellite_cache: Path, out: Path) -> None:
+    """Cold start, part 1: each encoder learns its own view from two augmentations of the same image."""
+    device = resolve(cfg)
+    _, ground = read_image_cache(ground_cache, mmap=False)
+    _, satellite = read_image_cache(satellite_cache, mmap=False)
+    model, optimizer = build_model(cfg, None, device)
+    fit(model, optimizer, intra_view_stage(model, ground, satellite, cfg, device), cfg, out)
+
+
+def cross_view_train(cfg: dict[str, Any], init: Path | None, ground_cache: Path, translated_dir: Path,
+                     out: Path) -> None:
+    """Cold start, part 2: (panorama, its own translated projection) pairs; writes the round-0 model."""
+    device = resolve(cfg)
+    ids, ground = read_image_cache(ground_cache, mmap=False)
+    index = read_parquet(translated_dir / "index.parquet", ["ground_id", "path"]).set_index("ground_id")
+    missing = set(ids) - set(index.index)
+    if missing:
+        raise ValueError(f"{translated_dir}/index.parquet lacks {len(missing)} train panoramas")
+    fake = load_images([translated_dir / p for p in index.loc[ids, "path"]], tuple(cfg["model"]["satellite_size"]),
+                       cfg.get("threads", 1), "load translated")
+    model, optimizer = build_model(cfg, init, device)
+    offset = cfg.get("schedule_offset", 0)
+    fit(model, optimizer, cross_view_stage(model, ground, fake, cfg, device, offset), cfg, out)
+
+
+def round_train(cfg: dict[str, Any], init: Path, labels_path: Path, ground_cache: Path, satellite_cache: Path,
+                out: Path, round_index: int) -> None:
+    """Self-training round n: train the round n-1 model on round n's pseudo (and labeled) pairs."""
+    device = resolve(cfg)
+    g_ids, ground = read_image_cache(ground_cache, mmap=False)
+    s_ids, satellite = read_image_cache(satellite_cache, mmap=False)
+    labels = read_label_table(labels_path)[["ground_id", "satellite_id", "kept", "source"]]
+    model, optimizer = build_model(cfg, init, device)
+    stage: Stage = round_stage(model, ground, satellite, g_ids, s_ids, labels, cfg, device, round_index)
+    fit(model, optimizer, stage, cfg, out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Embedding, indexing, pseudo labels, evaluation
+
+
+def embed_stage(model_path: Path, cache: Path, view: str, out_dir: Path, batch_size: int, device_name: str,
+                threads: int) -> None:
+    """Embed one image cache with the `view` encoder into parquet shards."""
+    torch.set_num_threads(max(1, threads))
+    ckpt = load_checkpoint(model_path)
+    cfg = dict(ckpt["config"], device=device_name)
+    device = resolve(dict(cfg, threads=threads))
+    model, _ = build_model(cfg, None, device)
+    model.load_state_dict(ckpt["model"])
+    ids, images = read_image_cache(cache)
+    emb = embed_images(model, images, view, batch_size, device, f"embed {cache.stem}")
+    write_embedding_shards(list(ids), emb, out_dir, view)
+
+
+def index_stage(embeddings_dir: Path, factory: str, out: Path, threads: int) -> None:
+    """Index a split's satellite embeddings with FAISS (ids in a sidecar)."""
+    set_threads(threads)
+    ids, emb = read_embeddings(embeddings_dir, "satellite")
+    write_index(build_index(emb, factory), list(ids), out)
+
+
+def pseudo_label_stage(embeddings_dir: Path, index_path: Path, labeled_path: Path, round_index: int,
+                       cfg: dict[str, Any], out: Path, threads: int) -> None:
+    """Adaptive Mutual Matching on the train split: round n's label table from the round n-1 embeddings.
+
+    Reads embeddings and the labeled subset only; `correct` stays empty (diagnostics fill it elsewhere).
+    """
+    torch.set_num_threads(max(1, threads))
+    g_ids, ground = read_embeddings(embeddings_dir, "ground")
+    index, s_ids = read_index(index_path)
+    satellite = index.reconstruct_n(0, index.ntotal) if cfg.get("exact", True) else None
+    if satellite is None:
+        raise ValueError("labels.exact: false is not supported yet")
+    t0 = time.perf_counter()
+    matches = mutual_matches(ground, satellite, chunk=cfg.get("chunk", 4096))
+    threshold = margin_threshold(round_index, cfg["t0"], cfg["rounds"])
+    labeled = read_parquet(labeled_path, ["ground_id", "satellite_id"])
+    table = build_label_table(list(g_ids), list(s_ids), matches, threshold, labeled if len(labeled) else None)
+    write_label_table(table, out)
+    print(f"[labels round {round_index}] threshold {threshold:.4f}: {int(table.mutual.sum())} mutual, "
+          f"{int(table.kept.sum())} kept of {len(table)} ({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+
+
+def diagnose_stage(matches_path: Path, manifest_dir: Path, out: Path) -> None:
+    """Fill `correct` of a label table from the truth (diagnostics only; training never reads this file)."""
+    table = fill_correct(read_label_table(matches_path), read_truth(manifest_dir))
+    write_label_table(table, out)
+    s = label_summary(table)
+    print(f"[diagnose] kept {s['kept']}, correct {s['correct']}, precision {s['precision']}", file=sys.stderr)
+
+
+def evaluate_stage(embeddings_dir: Path, manifest_dir: Path, round_index: int, labels_path: Path | None,
+                   out: Path, model_path: Path | None = None) -> dict[str, Any]:
+    """Recall@K of the test panoramas against every test tile, plus the round's pseudo-label counts."""
+    q_ids, query = read_embeddings(embeddings_dir, "ground")
+    r_ids, reference = read_embeddings(embeddings_dir, "satellite")
+    truth = read_truth(manifest_dir)
+    pos = truth[truth.kind == "positive"].drop_duplicates("ground_id").set_index("ground_id")["satellite_id"]
+    r_row = {r: i for i, r in enumerate(r_ids)}
+    missing = [q for q in q_ids if q not in pos.index or pos[q] not in r_row]
+    if missing:
+        raise ValueError(f"{manifest_dir}/truth.parquet: no test satellite for {len(missing)} test panoramas")
+    positive = np.array([r_row[pos[q]] for q in q_ids])
+    ranks = retrieval_ranks(query, reference, positive)
+    metrics: dict[str, Any] = {"round": round_index, "queries": len(q_ids), "gallery": len(r_ids)}
+    metrics.update(recall_at_k(ranks, len(r_ids)))
+    if labels_path is not None:
+        s = label_summary(read_label_table(labels_path))
+        metrics.update(labels_kept=s["kept"], labels_correct=s["correct"], labels_precision=s["precision"],
+                       labels_coverage=s["coverage"], labels_mutual=s["mutual"])
+    if model_path is not None:
+        history = load_checkpoint(model_path).get("history", [])
+        metrics["train_seconds"] = round(sum(h["seconds"] for h in history), 2)
+        metrics["train_epochs"] = len(history)
+    write_json(metrics, out)
+    print(f"[evaluate round {round_index}] " + " ".join(
+        f"{k} {100 * metrics[k]:.2f}" for k in ("R@1", "R@5", "R@10", "R@1%")), file=sys.stderr)
+    return metrics
+
+
+SUMMARY_COLUMNS = ["round", "R@1", "R@5", "R@10", "R@1%", "labels_kept", "labels_correct", "labels_precision",
+                   "labels_coverage", "queries", "gallery"]
+
+
+def summary_stage(metrics_paths: list[Path], out: Path) -> pd.DataFrame:
+    """One row per round: recalls and pseudo-label counts/precision; also printed as a table."""
+    rows = [json.loads(Path(p).read_text()) for p in metrics_paths]
+    df = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS).sort_values("round").reset_index(drop=True)
+    _write_csv(df, out)
+    print(format_summary(df))
+    return df
+
+
+def _write_csv(df: pd.DataFrame, out: Path) -> None:
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def format_summary(df: pd.DataFrame) -> str:
+    """A terminal table: recalls in percent, label counts and precision per round."""
+    lines = [f"{'round':>5} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'R@1%':>6} {'kept':>6} {'correct':>7} "
+             f"{'prec':>6} {'cover':>6}"]
+    for r in df.to_dict("records"):
+        recalls = " ".join(f"{100 * r[k]:6.2f}" for k in ("R@1", "R@5", "R@10", "R@1%"))
+        lines.append(f"{int(r['round']):>5} {recalls} {_fmt_int(r['labels_kept']):>6} "
+                     f"{_fmt_int(r['labels_correct']):>7} {_fmt_pct(r['labels_precision']):>6} "
+                     f"{_fmt_pct(r['labels_coverage']):>6}")
+    return "\n".join(lines)
+
+
+def _fmt_int(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))
+
+
+def _fmt_pct(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}"
+
+
+def show_labels(path: Path, rows: int = 10) -> None:
+    """Print what a label table holds: counts by source, margins, precision/coverage, the first rows."""
+    table = read_label_table(path)
+    s = label_summary(table)
+    print(f"{path}: {s['total']} grounds, {s['mutual']} mutual, {s['kept']} kept "
+          f"({s['kept_pseudo']} pseudo, {s['kept_labeled']} labeled); threshold {table.threshold.iloc[0]:.4f}")
+    if s["precision"] is not None:
+        print(f"precision {100 * s['precision']:.1f}% ({s['correct']} correct), coverage {100 * s['coverage']:.1f}%")
+    q = table.margin.replace([np.inf, -np.inf], np.nan).quantile([0.1, 0.5, 0.9])
+    print("margin quantiles 10/50/90%: " + " ".join(f"{v:.4f}" for v in q))
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(table.head(rows).to_string(index=False))

@@ -1,0 +1,317 @@
+"""Training loops: intra-view, cross-view (cold start) and pseudo-pair rounds (method.md §4, §10).
+
+All loops share `fit`: one cosine learning-rate schedule per stage, a checkpoint of the complete state after
+every epoch (atomic), and resume from the last complete epoch. Batches and augmentations come from a
+generator seeded by (seed, stage, epoch), so a resumed run reproduces an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cvgl.augment import joint_flip_rotate, photometric, random_affine, to_tensor
+from cvgl.io import Progress, atomic_path
+from cvgl.losses import info_nce
+from cvgl.models import CrossViewModel, resolve_device
+
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ground rows, satellite rows, labeled mask
+
+
+def seeded_generator(seed: int, *keys: object) -> torch.Generator:
+    """A torch generator whose state is a pure function of the seed and the keys (stage, epoch, ...)."""
+    digest = hashlib.sha256(json.dumps([seed, *map(str, keys)]).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def config_digest(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def setup_torch(threads: int, seed: int) -> None:
+    """Fix threads and seeds so the same config gives the same weights on CPU."""
+    torch.set_num_threads(max(1, threads))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def cosine_factor(progress: float) -> float:
+    """The per-epoch cosine schedule of method.md §3.4: (1 + cos(pi * progress)) / 2, progress = e / E."""
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: CrossViewModel, optim_cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
+
+
+@dataclass
+class Stage:
+    """What `fit` needs to know about one training stage."""
+
+    name: str
+    epochs: int
+    lr_factor: Callable[[int], float]  # epoch -> multiplier of the base learning rate
+    batches: Callable[[int, torch.Generator], Iterable[Batch]]
+    loss: Callable[[Batch, torch.Generator], torch.Tensor]
+    steps_per_epoch: Callable[[int], int]
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint does not exist")
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # a truncated or foreign file
+        raise ValueError(f"{path}: not a readable cvgl checkpoint ({err})") from None
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def build_model(cfg: dict[str, Any], init: str | Path | None, device: torch.device
+                ) -> tuple[CrossViewModel, torch.optim.Optimizer]:
+    """A model and optimiser, from scratch (or timm weights) or continuing from a checkpoint."""
+    model = CrossViewModel(cfg["model"]).to(device)
+    optimizer = make_optimizer(model, cfg["optim"])
+    if init is not None:
+        ckpt = load_checkpoint(init, device)
+        model.load_state_dict(ckpt["model"])
+        if ckpt.get("optimizer") is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+    return model, optimizer
+
+
+def fit(model: CrossViewModel, optimizer: torch.optim.Optimizer, stage: Stage, cfg: dict[str, Any],
+        out_path: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run a stage's epochs with per-epoch checkpoints; resume from `<out>.state` if it matches the config."""
+    state_path = out_path.with_name(out_path.name + ".state")
+    digest = config_digest(cfg)
+    history: list[dict[str, Any]] = []
+    start = 0
+    if state_path.exists():
+        state = load_checkpoint(state_path)
+        if state.get("config_digest") == digest:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start, history = state["epoch"], state["history"]
+            print(f"[{stage.name}] resuming after epoch {start}", file=sys.stderr, flush=True)
+        else:
+            print(f"[{stage.name}] ignoring {state_path}: made with another config", file=sys.stderr)
+    for epoch in range(start, stage.epochs):
+        history.append(run_epoch(model, optimizer, stage, cfg, epoch))
+        save_checkpoint(checkpoint_dict(model, optimizer, epoch + 1, cfg, digest, history, stage), state_path)
+    final = checkpoint_dict(model, optimizer, stage.epochs, cfg, digest, history, stage)
+    final.update(extra or {})
+    save_checkpoint(final, out_path)
+    state_path.unlink(missing_ok=True)
+    return final
+
+
+def checkpoint_dict(model: CrossViewModel, optimizer: torch.optim.Optimizer, epoch: int, cfg: dict[str, Any],
+                    digest: str, history: list[dict[str, Any]], stage: Stage) -> dict[str, Any]:
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+            "stage": stage.name, "config": cfg, "config_digest": digest, "history": history,
+            "logit_scale": float(model.logit_scale.detach().exp())}
+
+
+def run_epoch(model: CrossViewModel, optimizer: torch.optim.Optimizer, stage: Stage, cfg: dict[str, Any],
+              epoch: int) -> dict[str, Any]:
+    lr = cfg["optim"]["lr"] * stage.lr_factor(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    gen = seeded_generator(cfg["seed"], stage.name, epoch)
+    model.train()
+    t0, losses = time.perf_counter(), []
+    progress = Progress(max(1, stage.steps_per_epoch(epoch)), f"{stage.name} epoch {epoch + 1}/{stage.epochs}",
+                        step=0.25)
+    for batch in stage.batches(epoch, gen):
+        loss = stage.loss(batch, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        progress.update(1, f"loss {np.mean(losses[-20:]):.4f}")
+    mean = float(np.mean(losses)) if losses else float("nan")
+    record = {"epoch": epoch + 1, "lr": lr, "loss": mean, "steps": len(losses),
+              "seconds": round(time.perf_counter() - t0, 2), "logit_scale": float(model.logit_scale.exp())}
+    print(f"[{stage.name}] epoch {epoch + 1}/{stage.epochs} loss {mean:.4f} lr {lr:.2e} "
+          f"steps {len(losses)} {record['seconds']}s", file=sys.stderr, flush=True)
+    return record
+
+
+def permuted_batches(n: int, batch: int, gen: torch.Generator) -> Iterator[np.ndarray]:
+    """Shuffled index batches of size `batch` (drop_last, as the method does)."""
+    order = torch.randperm(n, generator=gen).numpy()
+    for i in range(0, n - batch + 1, batch):
+        yield order[i:i + batch]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stage 1: intra-view self-supervision
+
+
+def intra_view_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray, cfg: dict[str, Any],
+                     device: torch.device) -> Stage:
+    """Two augmented views of the same image are a positive pair, within each view (method.md §4, stage 1)."""
+    scfg, aug = cfg["stage"], cfg["augment"]
+    n = max(len(ground), len(satellite))
+    batch = min(cfg["optim"]["batch_size"], len(ground), len(satellite))
+
+    def batches(epoch: int, gen: torch.Generator) -> Iterator[Batch]:
+        g_order = torch.randperm(n, generator=gen).numpy() % len(ground)
+        s_order = torch.randperm(n, generator=gen).numpy() % len(satellite)
+        for i in range(0, n - batch + 1, batch):
+            yield np.sort(g_order[i:i + batch]), np.sort(s_order[i:i + batch]), None
+
+    def loss(b: Batch, gen: torch.Generator) -> torch.Tensor:
+        g, s = to_tensor(ground[b[0]], device), to_tensor(satellite[b[1]], device)
+        flip = torch.rand(len(g), generator=gen) < 0.5
+        g1 = photometric(torch.where(flip.view(-1, 1, 1, 1).to(device), g.flip(-1), g), gen, aug)
+        g2 = photometric(g, gen, aug)
+        s1 = photometric(torch.where(flip.view(-1, 1, 1, 1).to(device), s.flip(-1), s), gen, aug)
+        a = aug.get("intra_affine", {})
+        s2 = photometric(random_affine(s, gen, a.get("shift", 0.2), a.get("scale", 0.2), a.get("rotate", 15)),
+                         gen, aug)
+        eps = scfg["smoothing"]
+        ge, se = model.encode(torch.cat([g1, g2]), "ground"), model.encode(torch.cat([s1, s2]), "satellite")
+        k = len(g)
+        return info_nce(ge[:k], ge[k:], model.logit_scale, eps) + info_nce(se[:k], se[k:], model.logit_scale, eps)
+
+    epochs = scfg["epochs"]
+    return Stage("intra-view", epochs, lambda e: cosine_factor(e / epochs), batches, loss, lambda e: n // batch)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stage 2 and rounds: cross-view pairs
+
+
+def cross_view_loss(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray, cfg: dict[str, Any],
+                    device: torch.device) -> Callable[[Batch, torch.Generator], torch.Tensor]:
+    """Loss of a batch of (ground row, satellite row, labeled?) with joint flip/rotation and photometric aug."""
+    aug, eps = cfg["augment"], cfg["stage"]["smoothing"]
+
+    def loss(b: Batch, gen: torch.Generator) -> torch.Tensor:
+        g, s = to_tensor(ground[b[0]], device), to_tensor(satellite[b[1]], device)
+        g, s = joint_flip_rotate(g, s, gen, aug.get("flip_p", 0.5), aug.get("rotate_p", 0.5))
+        g, s = photometric(g, gen, aug), photometric(s, gen, aug)
+        labeled = None if b[2] is None else torch.from_numpy(b[2])
+        return info_nce(model.encode(g, "ground"), model.encode(s, "satellite"), model.logit_scale, eps, labeled)
+
+    return loss
+
+
+def cross_view_stage(model: CrossViewModel, ground: np.ndarray, fake_satellite: np.ndarray,
+                     cfg: dict[str, Any], device: torch.device, offset: int) -> Stage:
+    """(panorama i, its translated projection i) are positives: labels the data makes itself (stage 2)."""
+    if len(ground) != len(fake_satellite):
+        raise ValueError(f"cold start: {len(ground)} panoramas but {len(fake_satellite)} translated images")
+    epochs, batch = cfg["stage"]["epochs"], min(cfg["optim"]["batch_size"], len(ground))
+
+    def batches(epoch: int, gen: torch.Generator) -> Iterator[Batch]:
+        for idx in permuted_batches(len(ground), batch, gen):
+            yield idx, idx, None
+
+    # The method's stage 2 continues stage 1's epoch counter on one cosine over both stages.
+    return Stage("cross-view", epochs, lambda e: cosine_factor((offset + e) / (offset + epochs)), batches,
+                 cross_view_loss(model, ground, fake_satellite, cfg, device), lambda e: len(ground) // batch)
+
+
+@dataclass
+class EpochPairs:
+    """One epoch's pairing of train grounds with train satellites (rows of the image caches)."""
+
+    ground: np.ndarray
+    satellite: np.ndarray
+    labeled: np.ndarray
+    labeled_only: bool
+
+
+def pseudo_pairs(labels: pd.DataFrame, ground_ids: np.ndarray, satellite_ids: np.ndarray,
+                 labeled_ratio: float, gen: torch.Generator) -> EpochPairs:
+    """Pair every train ground for one epoch from a label table (method.md §5.3, §10 steps 4-5, bugs fixed).
+
+    Kept rows (pseudo or labeled) are positives. If fewer than `labeled_ratio * N` grounds carry a label,
+    only those pairs are used. Otherwise every other ground is paired with a satellite that no kept pair uses,
+    drawn without replacement in one index space, and serves only as a negative.
+    """
+    g_row = {g: i for i, g in enumerate(ground_ids)}
+    s_row = {s: i for i, s in enumerate(satellite_ids)}
+    kept = labels[labels["kept"].astype(bool)]
+    missing = set(kept.ground_id) - g_row.keys() | set(kept.satellite_id) - s_row.keys()
+    if missing:
+        raise ValueError(f"label table names {len(missing)} images not in the train split, "
+                         f"e.g. {next(iter(missing))}")
+    kg = np.array([g_row[g] for g in kept.ground_id], dtype=np.int64)
+    ks = np.array([s_row[s] for s in kept.satellite_id], dtype=np.int64)
+    n = len(ground_ids)
+    if len(kg) < math.floor(labeled_ratio * n):
+        return EpochPairs(kg, ks, np.ones(len(kg), bool), True)
+    free_g = np.setdiff1d(np.arange(n), kg)
+    pool = np.setdiff1d(np.arange(len(satellite_ids)), ks)
+    if len(pool) == 0:
+        pool = np.arange(len(satellite_ids))
+    draw = pool[torch.randperm(len(pool), generator=gen).numpy()]
+    draw = np.resize(draw, len(free_g))  # cycles only if there are fewer free satellites than free grounds
+    g = np.concatenate([kg, free_g])
+    s = np.concatenate([ks, draw])
+    lab = np.concatenate([np.ones(len(kg), bool), np.zeros(len(free_g), bool)])
+    return EpochPairs(g, s, lab, False)
+
+
+def round_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray, ground_ids: np.ndarray,
+                satellite_ids: np.ndarray, labels: pd.DataFrame, cfg: dict[str, Any], device: torch.device,
+                round_index: int) -> Stage:
+    """A self-training round: pseudo (and labeled) pairs, unlabeled images as negatives (method.md §10)."""
+    scfg = cfg["stage"]
+    epochs = scfg["epochs"]
+    batch = cfg["optim"]["batch_size"]
+    n = len(ground_ids)
+
+    def epoch_batches(epoch: int, gen: torch.Generator) -> list[Batch]:
+        pairs = pseudo_pairs(labels, ground_ids, satellite_ids, scfg["labeled_ratio"], gen)
+        if len(pairs.ground) < 2:
+            return []
+        if pairs.labeled_only:
+            # About one epoch's worth of items, as the method's repetition, but each repetition is its own
+            # permutation so no pair meets itself as a negative inside a batch.
+            b = min(batch, len(pairs.ground))
+            reps = max(1, n // len(pairs.ground))
+            return [(pairs.ground[i], pairs.satellite[i], pairs.labeled[i])
+                    for _ in range(reps) for i in permuted_batches(len(pairs.ground), b, gen)]
+        return [(pairs.ground[i], pairs.satellite[i], pairs.labeled[i])
+                for i in permuted_batches(len(pairs.ground), batch, gen)]
+
+    def steps(epoch: int) -> int:
+        kept = int(labels["kept"].sum())
+        if kept < 2:
+            return 0
+        if kept < math.floor(scfg["labeled_ratio"] * n):
+            return max(1, n // kept) * (kept // min(batch, kept))
+        return n // batch
+
+    def lr_factor(epoch: int) -> float:
+        # Round n covers [(n-1)/R, n/R] of one cosine over all rounds, whatever its own epoch count, so a
+        # change to a later round's settings never changes an earlier round's schedule.
+        return cosine_factor((round_index - 1 + epoch / epochs) / scfg["rounds"])
+
+    return Stage(f"round-{round_index}", epochs, lr_factor, epoch_batches,
+                 cross_view_loss(model, ground, satellite, cfg, device), steps)
+
+
+def resolve(cfg: dict[str, Any]) -> torch.device:
+    setup_torch(cfg.get("threads", 1), cfg["seed"])
+    return resolve_device(cfg.get("device", "auto"))

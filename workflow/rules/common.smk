@@ -1,0 +1,80 @@
+# Helpers shared by the rule files: paths, config slices and input functions.
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+RUN = config["run"]
+RESULTS = f"results/{RUN}"
+ROUNDS = config["rounds"]["count"]
+THREADS = config["threads"]
+# Rules call the `cvgl` console script; fall back to this interpreter's module if it is not on PATH.
+CVGL = "cvgl" if shutil.which("cvgl") else f"{sys.executable} -m cvgl"
+
+
+wildcard_constraints:
+    n=r"\d+",
+    split="train|test",
+    view="ground|satellite",
+
+
+def as_json(obj):
+    """A config slice as one canonical JSON argument (params: a changed value reruns the job)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def dataset_root():
+    if config["dataset"]["name"] == "synth":
+        return f"{RESULTS}/dataset"
+    root = config["dataset"].get("root")
+    if not root:
+        raise WorkflowError(f"dataset.root: required for dataset.name={config['dataset']['name']!r}")
+    if not Path(root).is_dir():
+        raise WorkflowError(f"dataset.root: {root} is not a directory")
+    return root
+
+
+def dataset_inputs():
+    """What the manifest depends on: the rendered world, or a real dataset's split files."""
+    if config["dataset"]["name"] == "synth":
+        return [f"{RESULTS}/dataset"]
+    root = dataset_root()
+    splits = [f"{root}/splits/train-19zl.csv", f"{root}/splits/val-19zl.csv"]
+    for s in splits:
+        if not Path(s).exists():
+            raise WorkflowError(f"dataset.root: split file {s} does not exist (CVUSA layout expected)")
+    return splits
+
+
+def image_size(view):
+    return config["model"]["ground_size" if view == "ground" else "satellite_size"]
+
+
+def train_config(stage, **extra):
+    """The slice a training job sees: model, optimiser, augmentation, seed and its stage's settings."""
+    return as_json(dict(seed=config["seed"], device=config["device"], threads=THREADS, model=config["model"],
+                        optim=config["optim"], augment=config["augment"], stage=stage, **extra))
+
+
+def round_settings(n):
+    """Round n's settings: `rounds` with `rounds.overrides[n]` applied (only round n sees an override)."""
+    n = int(n)
+    base = {k: v for k, v in config["rounds"].items() if k not in ("overrides", "count")}
+    base.update(config["rounds"].get("overrides", {}).get(str(n), {}))
+    base["rounds"] = ROUNDS
+    return base
+
+
+def previous_round(wildcards):
+    return int(wildcards.n) - 1
+
+
+def print_summary():
+    path = Path(f"{RESULTS}/summary.csv")
+    if path.exists():
+        import pandas as pd
+        from cvgl.pipeline import format_summary
+
+        print(f"\ncvgl run {RUN!r} ({path}):\n" + format_summary(pd.read_csv(path)))

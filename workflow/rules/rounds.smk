@@ -1,0 +1,116 @@
+# Self-training rounds (method.md §5, §10): round n labels the train split with the round n-1 model and
+# trains on those pseudo pairs. Round numbers are a wildcard, so one round can be rerun on its own.
+
+
+rule embed:
+    input:
+        model=f"{RESULTS}/round-{{n}}/model.pt",
+        ground=f"{RESULTS}/cache/{{split}}-ground.npy",
+        satellite=f"{RESULTS}/cache/{{split}}-satellite.npy",
+    output:
+        directory(f"{RESULTS}/round-{{n}}/embeddings/{{split}}"),
+    params:
+        batch=config["evaluate"]["batch_size"],
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/round-{{n}}/embed-{{split}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/round-{{n}}/embed-{{split}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "({CVGL} embed --model {input.model} --cache {input.ground} --view ground --out {output} "
+        "--batch-size {params.batch} --device {params.device} --threads {threads} && "
+        "{CVGL} embed --model {input.model} --cache {input.satellite} --view satellite --out {output} "
+        "--batch-size {params.batch} --device {params.device} --threads {threads}) > {log} 2>&1"
+
+
+rule index:
+    input:
+        f"{RESULTS}/round-{{n}}/embeddings/{{split}}",
+    output:
+        index=f"{RESULTS}/round-{{n}}/index/{{split}}-satellite.faiss",
+        ids=f"{RESULTS}/round-{{n}}/index/{{split}}-satellite.faiss.ids.parquet",
+    params:
+        factory=config["labels"]["index"],
+    log:
+        f"{RESULTS}/logs/round-{{n}}/index-{{split}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/round-{{n}}/index-{{split}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{CVGL} index --embeddings {input} --factory {params.factory:q} --out {output.index} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule pseudo_label:
+    input:
+        embeddings=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/embeddings/train",
+        index=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/index/train-satellite.faiss",
+        labeled=rules.manifest.output.labeled,
+    output:
+        f"{RESULTS}/round-{{n}}/matches.parquet",
+    wildcard_constraints:
+        n=r"[1-9]\d*",
+    params:
+        cfg=lambda wc: as_json(dict(round_settings(wc.n), chunk=config["labels"]["chunk"])),
+    log:
+        f"{RESULTS}/logs/round-{{n}}/pseudo_label.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/round-{{n}}/pseudo_label.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{CVGL} pseudo-label --embeddings {input.embeddings} --index {input.index} --labeled {input.labeled} "
+        "--round {wildcards.n} --config {params.cfg:q} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule diagnose_labels:
+    input:
+        matches=rules.pseudo_label.output,
+        truth=rules.manifest.output.truth,
+    output:
+        f"{RESULTS}/round-{{n}}/labels.parquet",
+    log:
+        f"{RESULTS}/logs/round-{{n}}/diagnose_labels.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/round-{{n}}/diagnose_labels.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{CVGL} diagnose --matches {input.matches} --manifest {RESULTS}/manifest --out {output} > {log} 2>&1"
+
+
+rule train_round:
+    input:
+        init=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/model.pt",
+        labels=rules.pseudo_label.output,
+        ground=f"{RESULTS}/cache/train-ground.npy",
+        satellite=f"{RESULTS}/cache/train-satellite.npy",
+    output:
+        f"{RESULTS}/round-{{n}}/model.pt",
+    wildcard_constraints:
+        n=r"[1-9]\d*",
+    params:
+        cfg=lambda wc: train_config(round_settings(wc.n)),
+    log:
+        f"{RESULTS}/logs/round-{{n}}/train_round.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/round-{{n}}/train_round.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    shell:
+        "{CVGL} train-round --config {params.cfg:q} --init {input.init} --labels {input.labels} "
+        "--ground-cache {input.ground} --satellite-cache {input.satellite} --round {wildcards.n} "
+        "--out {output} > {log} 2>&1"

@@ -1,0 +1,23 @@
+# Unpaired translation of projections into satellite appearance (method.md §2.3).
+
+
+rule translate:
+    input:
+        projected=rules.project.output,
+        satellites=f"{RESULTS}/cache/train-satellite.npy",
+    output:
+        model=f"{RESULTS}/translator/model.pt",
+        images=directory(f"{RESULTS}/translated"),
+    params:
+        method=config["translate"]["method"],
+    log:
+        f"{RESULTS}/logs/translate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/translate.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "{CVGL} translate --projected {input.projected} --satellite-cache {input.satellites} "
+        "--method {params.method} --model-out {output.model} --out {output.images} > {log} 2>&1"

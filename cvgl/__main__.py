@@ -1,4 +1,5 @@
-from cvgl.cli import main
 import sys
+
+from cvgl.cli import main
 
 sys.exit(main())

@@ -60,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
          ("--config", CFG), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P))
     _add(sub, "cross-view", "cold start part 2: panoramas vs. their translated projections",
          ("--config", CFG), ("--init", {"type": Path}), ("--ground-cache", P), ("--translated", P), ("--out", P))
-    _add(sub, "embed", "embed one image cache into parquet shards",
-         ("--model", P), ("--cache", P), ("--view", {"required": True, "choices": ["ground", "satellite"]}),
-         ("--out", P), ("--batch-size", {"type": int, "default": 128}), ("--device", {"default": "auto"}),
+    _add(sub, "embed", "embed a split's ground and satellite caches into parquet shards",
+         ("--model", P), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P),
+         ("--batch-size", {"type": int, "default": 128}), ("--device", {"default": "auto"}),
          ("--threads", THREADS))
     _add(sub, "index", "FAISS index of a split's satellite embeddings",
          ("--embeddings", P), ("--factory", {"default": "Flat"}), ("--out", P), ("--threads", THREADS))
@@ -113,7 +113,8 @@ def run(a: argparse.Namespace) -> None:
     elif c == "cross-view":
         pipeline.cross_view_train(a.config, a.init, a.ground_cache, a.translated, a.out)
     elif c == "embed":
-        pipeline.embed_stage(a.model, a.cache, a.view, a.out, a.batch_size, a.device, a.threads)
+        pipeline.embed_stage(a.model, {"ground": a.ground_cache, "satellite": a.satellite_cache}, a.out,
+                             a.batch_size, a.device, a.threads)
     elif c == "index":
         pipeline.index_stage(a.embeddings, a.factory, a.out, a.threads)
     elif c == "pseudo-label":

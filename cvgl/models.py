@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,6 +59,8 @@ class Encoder(nn.Module):
     def __init__(self, backbone: str, input_hw: tuple[int, int], head: str = "gem", dim: int | None = None,
                  weights: str | None = None, drop_path: float = 0.0, safa_maps: int = 8) -> None:
         super().__init__()
+        import timm  # imported here: it costs seconds, and most stages never build a model
+
         kwargs: dict[str, Any] = {"num_classes": 0, "drop_path_rate": drop_path}
         if weights:
             if not Path(weights).exists():

@@ -38,6 +38,7 @@ from cvgl.labels import (
     label_summary,
     margin_threshold,
     mutual_matches,
+    mutual_matches_faiss,
     read_label_table,
     write_label_table,
 )
@@ -110,7 +111,7 @@ def project_stage(manifest_dir: Path, root: Path, cfg: dict[str, Any], out_dir: 
     for i in range(0, len(ids), batch):
         panos = load_images([Path(root) / p for p in rel[i:i + batch]], pano_hw, threads, "decode")
         x = torch.from_numpy(panos).permute(0, 3, 1, 2).float()
-        bev = to_uint8(project_to_bev(x, size, fov, band))
+        bev = to_uint8(project_to_bev(x, size, fov, band).permute(0, 2, 3, 1))
         for gid, img in zip(ids[i:i + batch], bev, strict=True):
             save_image(img, out_dir / f"{gid}.png")
             rows.append((gid, f"{gid}.png"))
@@ -199,18 +200,18 @@ def round_train(cfg: dict[str, Any], init: Path, labels_path: Path, ground_cache
 # Embedding, indexing, pseudo labels, evaluation
 
 
-def embed_stage(model_path: Path, cache: Path, view: str, out_dir: Path, batch_size: int, device_name: str,
+def embed_stage(model_path: Path, caches: dict[str, Path], out_dir: Path, batch_size: int, device_name: str,
                 threads: int) -> None:
-    """Embed one image cache with the `view` encoder into parquet shards."""
-    torch.set_num_threads(max(1, threads))
+    """Embed each view's image cache with that view's encoder into parquet shards `<view>-NNNN.parquet`."""
     ckpt = load_checkpoint(model_path)
-    cfg = dict(ckpt["config"], device=device_name)
-    device = resolve(dict(cfg, threads=threads))
+    cfg = dict(ckpt["config"], device=device_name, threads=threads)
+    device = resolve(cfg)
     model, _ = build_model(cfg, None, device)
     model.load_state_dict(ckpt["model"])
-    ids, images = read_image_cache(cache)
-    emb = embed_images(model, images, view, batch_size, device, f"embed {cache.stem}")
-    write_embedding_shards(list(ids), emb, out_dir, view)
+    for view, cache in caches.items():
+        ids, images = read_image_cache(cache)
+        emb = embed_images(model, images, view, batch_size, device, f"embed {Path(cache).stem}")
+        write_embedding_shards(list(ids), emb, out_dir, view)
 
 
 def index_stage(embeddings_dir: Path, factory: str, out: Path, threads: int) -> None:
@@ -227,13 +228,18 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path, labeled_path: Pat
     Reads embeddings and the labeled subset only; `correct` stays empty (diagnostics fill it elsewhere).
     """
     torch.set_num_threads(max(1, threads))
+    set_threads(threads)
     g_ids, ground = read_embeddings(embeddings_dir, "ground")
-    index, s_ids = read_index(index_path)
-    satellite = index.reconstruct_n(0, index.ntotal) if cfg.get("exact", True) else None
-    if satellite is None:
-        raise ValueError("labels.exact: false is not supported yet")
+    s_ids, satellite = read_embeddings(embeddings_dir, "satellite")
+    index, index_ids = read_index(index_path)
+    if list(index_ids) != list(s_ids):
+        raise ValueError(f"{index_path}: its ids do not match the satellite embeddings in {embeddings_dir}")
     t0 = time.perf_counter()
-    matches = mutual_matches(ground, satellite, chunk=cfg.get("chunk", 4096))
+    if cfg.get("index", "Flat") == "Flat":
+        # Exact: one blocked N x M product gives both directions (a flat index would need two).
+        matches = mutual_matches(ground, satellite, chunk=cfg.get("chunk", 4096))
+    else:
+        matches = mutual_matches_faiss(ground, satellite, index)
     threshold = margin_threshold(round_index, cfg["t0"], cfg["rounds"])
     labeled = read_parquet(labeled_path, ["ground_id", "satellite_id"])
     table = build_label_table(list(g_ids), list(s_ids), matches, threshold, labeled if len(labeled) else None)

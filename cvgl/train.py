@@ -147,7 +147,7 @@ def run_epoch(model: CrossViewModel, optimizer: torch.optim.Optimizer, stage: St
         progress.update(1, f"loss {np.mean(losses[-20:]):.4f}")
     mean = float(np.mean(losses)) if losses else float("nan")
     record = {"epoch": epoch + 1, "lr": lr, "loss": mean, "steps": len(losses),
-              "seconds": round(time.perf_counter() - t0, 2), "logit_scale": float(model.logit_scale.exp())}
+              "seconds": round(time.perf_counter() - t0, 2), "logit_scale": float(model.logit_scale.detach().exp())}
     print(f"[{stage.name}] epoch {epoch + 1}/{stage.epochs} loss {mean:.4f} lr {lr:.2e} "
           f"steps {len(losses)} {record['seconds']}s", file=sys.stderr, flush=True)
     return record

@@ -21,10 +21,8 @@ rule embed:
         mem_mb=4000,
         runtime=60,
     shell:
-        "({CVGL} embed --model {input.model} --cache {input.ground} --view ground --out {output} "
-        "--batch-size {params.batch} --device {params.device} --threads {threads} && "
-        "{CVGL} embed --model {input.model} --cache {input.satellite} --view satellite --out {output} "
-        "--batch-size {params.batch} --device {params.device} --threads {threads}) > {log} 2>&1"
+        "{CVGL} embed --model {input.model} --ground-cache {input.ground} --satellite-cache {input.satellite} "
+        "--out {output} --batch-size {params.batch} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule index:
@@ -58,7 +56,7 @@ rule pseudo_label:
     wildcard_constraints:
         n=r"[1-9]\d*",
     params:
-        cfg=lambda wc: as_json(dict(round_settings(wc.n), chunk=config["labels"]["chunk"])),
+        cfg=lambda wc: as_json(dict(round_settings(wc.n), **config["labels"])),
     log:
         f"{RESULTS}/logs/round-{{n}}/pseudo_label.log",
     benchmark:

@@ -1,0 +1,355 @@
+"""Synthetic CVUSA-like dataset: a procedural 2.5-D world rendered into the CVUSA on-disk layout.
+
+Layout written under ``root`` (read by the CVUSA adapter exactly like the real dataset, method.md §1.1)::
+
+    splits/train-19zl.csv, splits/val-19zl.csv   no header: bingmap/19/<id>.jpg,streetview/panos/<id>.jpg,
+                                                 streetview/annotations/<id>.png (annotations not written)
+    bingmap/19/<id>.jpg                          north-up satellite tile, tile_size x tile_size
+    streetview/panos/<id>.jpg                    CVUSA band, pano_width x round(pano_width * 224 / 1232)
+    split_locations/all.csv                      CVUSA-style GPS table (row = id - 1), synthetic lat/lon
+    locations.csv                                id, split, x_m, y_m (metric, global frame)
+    world.json, preview_{train,test}.png         the config used and top views of the two worlds
+
+Train and test locations come from two different worlds (different sub-seeds), placed side by side in one
+global metric frame with a gap wider than two tiles, so no test tile overlaps a train tile or shares content.
+Locations are sampled along road centrelines with a minimum spacing. Ids are a random permutation of
+1..N over both splits (like CVUSA's interleaved ids, they carry no split information).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cvgl.data.synth_render import RenderSpec, ground_pyramid, render_panorama, render_tile
+from cvgl.data.synth_world import World, WorldSpec, build_world
+from cvgl.geometry import bev_half_extent_m, cvusa_band_height, to_uint8
+
+SPLIT_FILES = {"train": "train-19zl.csv", "test": "val-19zl.csv"}
+#: Synthetic GPS anchor of the world's origin (for the CVUSA-style location table only).
+ORIGIN_LAT, ORIGIN_LON = 40.0, -90.0
+METRES_PER_DEG_LAT = 111_320.0
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Every knob of the synthetic world and its rendering (flat, so it maps 1:1 onto ``config.yaml``)."""
+
+    # dataset size and sampling
+    train_locations: int = 1200
+    test_locations: int = 400
+    min_spacing_m: float = 40.0
+    # cameras (tile extent = +-camera_height * tan(fov/2), the BEV projection's extent)
+    tile_size: int = 128
+    pano_width: int = 512
+    camera_height: float = 2.0
+    fov_deg: float = 175.0
+    jpeg_quality: int = 90
+    # world
+    resolution: float = 0.5
+    block_min_m: float = 70.0
+    block_max_m: float = 190.0
+    road_jitter_m: float = 10.0
+    road_drop_prob: float = 0.2
+    road_width_min_m: float = 5.0
+    road_width_max_m: float = 14.0
+    sidewalk_prob: float = 0.6
+    curved_roads_per_km2: float = 3.0
+    ground_patch_m: float = 30.0
+    buildings_per_ha: float = 9.0
+    building_size_min_m: float = 8.0
+    building_size_max_m: float = 32.0
+    building_height_min_m: float = 4.0
+    building_height_max_m: float = 30.0
+    building_setback_m: float = 2.0
+    trees_per_ha: float = 30.0
+    tree_height_min_m: float = 5.0
+    tree_height_max_m: float = 15.0
+    crown_radius_min_m: float = 1.5
+    crown_radius_max_m: float = 4.5
+    # ground panorama rendering and camera style
+    max_view_distance_m: float = 300.0
+    fog_distance_m: float = 350.0
+    pano_row_supersample: int = 2
+    cloud_cover: float = 0.35
+    cam_gain: tuple[float, float, float] = (1.08, 1.0, 0.88)
+    cam_gamma: float = 0.85
+    cam_jitter: float = 0.12
+    cam_vignette: float = 0.25
+    cam_noise: float = 2.5
+    cam_blur_sigma: float = 0.5
+    # satellite sensor style
+    sat_gain: tuple[float, float, float] = (0.92, 0.98, 1.1)
+    sat_bias: tuple[float, float, float] = (12.0, 8.0, -4.0)
+    sat_gamma: float = 1.0
+    sat_jitter: float = 0.08
+    sat_blur_sigma: float = 0.8
+    sat_noise: float = 3.0
+    sat_shadow_strength: float = 0.45
+    sat_sun_elevation_deg: tuple[float, float] = (35.0, 65.0)
+    sat_sun_azimuth_deg: tuple[float, float] = (110.0, 250.0)
+
+    @property
+    def pano_height(self) -> int:
+        """Height of the CVUSA band (1232:224 aspect)."""
+        return cvusa_band_height(self.pano_width)
+
+    @property
+    def tile_half_extent_m(self) -> float:
+        """Half side of a tile in metres, equal to the BEV projection's extent."""
+        return bev_half_extent_m(self.camera_height, self.fov_deg)
+
+    def world_spec(self) -> WorldSpec:
+        return WorldSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(WorldSpec)})
+
+    def render_spec(self, styled: bool = True) -> RenderSpec:
+        names = {f.name for f in dataclasses.fields(RenderSpec)} - {"pano_height", "styled"}
+        return RenderSpec(pano_height=self.pano_height, styled=styled,
+                          **{name: getattr(self, name) for name in names})
+
+
+def synth_config_from_dict(d: dict) -> SynthConfig:
+    """Build a config from a (possibly partial) mapping; unknown keys raise ValueError naming ``synth.<key>``."""
+    fields = {f.name: f for f in dataclasses.fields(SynthConfig)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown config key synth.{unknown[0]} (known: {', '.join(sorted(fields))})")
+    values = {}
+    for key, value in d.items():
+        default = fields[key].default
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or len(value) != len(default):
+                raise ValueError(f"synth.{key} must be a list of {len(default)} numbers, got {value!r}")
+            value = tuple(float(v) for v in value)
+        elif isinstance(default, bool):
+            value = bool(value)
+        elif isinstance(default, int):
+            value = int(value)
+        elif isinstance(default, float):
+            value = float(value)
+        values[key] = value
+    cfg = SynthConfig(**values)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: SynthConfig) -> None:
+    """Reject values that cannot produce a dataset, naming the key."""
+    positive = ["train_locations", "test_locations", "tile_size", "pano_width", "camera_height", "resolution",
+                "min_spacing_m", "block_min_m", "road_width_min_m", "max_view_distance_m", "fog_distance_m",
+                "pano_row_supersample", "building_size_min_m", "crown_radius_min_m"]
+    for key in positive:
+        if getattr(cfg, key) <= 0:
+            raise ValueError(f"synth.{key} must be > 0, got {getattr(cfg, key)}")
+    ordered = [("block_min_m", "block_max_m"), ("road_width_min_m", "road_width_max_m"),
+               ("building_size_min_m", "building_size_max_m"), ("building_height_min_m", "building_height_max_m"),
+               ("tree_height_min_m", "tree_height_max_m"), ("crown_radius_min_m", "crown_radius_max_m")]
+    for lo, hi in ordered:
+        if getattr(cfg, lo) > getattr(cfg, hi):
+            raise ValueError(f"synth.{lo} must be <= synth.{hi}")
+    if not 0 < cfg.fov_deg < 180:
+        raise ValueError(f"synth.fov_deg must be in (0, 180), got {cfg.fov_deg}")
+    if not 1 <= cfg.jpeg_quality <= 100:
+        raise ValueError(f"synth.jpeg_quality must be in [1, 100], got {cfg.jpeg_quality}")
+
+
+# ------------------------------------------------------------------------------------------ locations
+
+
+def _world_size_m(cfg: SynthConfig, n_locations: int, grow: float) -> tuple[float, float]:
+    """Square world holding ``n_locations``: road density ~ 2/block, one location per ~1.3 spacings of road,
+    plus a border so tiles and the panorama's near field stay inside the world."""
+    block = (cfg.block_min_m + cfg.block_max_m) / 2
+    area_per_location = 1.3 * cfg.min_spacing_m * block / 2 / (1 - cfg.road_drop_prob / 2)
+    side = math.sqrt(n_locations * area_per_location) * grow + 2 * _border_m(cfg)
+    return side, side
+
+
+def _border_m(cfg: SynthConfig) -> float:
+    """Margin between sampled locations and the world edge (a tile plus some view distance)."""
+    return cfg.tile_half_extent_m + 60.0
+
+
+def sample_locations(rng: np.random.Generator, world: World, n: int, min_spacing: float,
+                     border: float) -> np.ndarray | None:
+    """(n, 2) camera positions on roads, pairwise >= min_spacing apart; None if the world is too small.
+
+    Candidates are road centreline samples in random order, accepted greedily; the camera is moved
+    sideways into a lane (up to a quarter of the road width), as a car would be.
+    """
+    pts = world.road_points
+    width_m, height_m = world.size_m
+    inside = ((pts[:, 0] > border) & (pts[:, 0] < width_m - border)
+              & (pts[:, 1] > border) & (pts[:, 1] < height_m - border))
+    pts = pts[inside][rng.permutation(int(inside.sum()))]
+    cell = min_spacing
+    grid: dict[tuple[int, int], list[np.ndarray]] = {}
+    chosen = []
+    for x, y, width, dx, dy in pts:
+        lateral = rng.uniform(-width / 4, width / 4)
+        p = np.array([x - dy * lateral, y + dx * lateral])
+        gx, gy = int(p[0] // cell), int(p[1] // cell)
+        near = (q for i in (-1, 0, 1) for j in (-1, 0, 1) for q in grid.get((gx + i, gy + j), []))
+        if any(np.hypot(*(p - q)) < min_spacing for q in near):
+            continue
+        grid.setdefault((gx, gy), []).append(p)
+        chosen.append(p)
+        if len(chosen) == n:
+            return np.array(chosen)
+    return None
+
+
+def _world_with_locations(cfg: SynthConfig, seed: int, n: int) -> tuple[World, np.ndarray]:
+    """Generate a world big enough for ``n`` locations (grown by 25 % per retry) and sample them."""
+    grow = 1.0
+    for _ in range(8):
+        rng = np.random.default_rng(seed)
+        world = build_world(rng, cfg.world_spec(), _world_size_m(cfg, n, grow))
+        locations = sample_locations(rng, world, n, cfg.min_spacing_m, _border_m(cfg))
+        if locations is not None:
+            return world, locations
+        grow *= 1.25
+    raise RuntimeError(f"could not place {n} locations with synth.min_spacing_m={cfg.min_spacing_m}")
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def write_synthetic_cvusa(cfg: SynthConfig, root: Path, seed: int, progress: bool = True) -> None:
+    """Generate the synthetic world and write it in the CVUSA layout under ``root``, atomically.
+
+    Everything is built in ``<root>.tmp-<pid>`` and moved onto ``root`` at the end, so an interrupted run
+    leaves no half-written dataset. Same ``cfg`` and ``seed`` give byte-identical files.
+    """
+    root = Path(root)
+    tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_dataset(cfg, tmp, seed, progress)
+        _replace_dir(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` onto ``dst``; an existing ``dst`` is set aside first and deleted afterwards."""
+    old = dst.parent / f"{dst.name}.old-{os.getpid()}"
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool) -> None:
+    """Build both worlds, render every location, write images, split CSVs and metadata into ``out``."""
+    for sub in ("splits", "bingmap/19", "streetview/panos", "split_locations"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    root_rng = np.random.default_rng(seed)
+    world_seeds = root_rng.integers(0, 2**63 - 1, size=2)
+    render_seed = int(root_rng.integers(0, 2**63 - 1))
+    counts = {"train": cfg.train_locations, "test": cfg.test_locations}
+    ids = root_rng.permutation(sum(counts.values())) + 1
+    spec = cfg.render_spec()
+    reporter = _Progress(sum(counts.values()), enabled=progress)
+    rows, meta, x_offset, start = [], {}, 0.0, 0
+    for split_index, split in enumerate(("train", "test")):
+        reporter.note(f"building the {split} world")
+        world, locations = _world_with_locations(cfg, int(world_seeds[split_index]), counts[split])
+        pyramid = ground_pyramid(world)
+        split_ids = ids[start: start + counts[split]]
+        start += counts[split]
+        csv_rows = []
+        for i, (loc_id, (x, y)) in enumerate(zip(split_ids, locations, strict=True)):
+            rng = np.random.default_rng([render_seed, split_index, i])
+            name = f"{int(loc_id):07d}"
+            tile = render_tile(world, pyramid, float(x), float(y), spec, rng)
+            pano = render_panorama(world, pyramid, float(x), float(y), spec, rng)
+            _save_jpeg(tile, out / "bingmap/19" / f"{name}.jpg", cfg.jpeg_quality)
+            _save_jpeg(pano, out / "streetview/panos" / f"{name}.jpg", cfg.jpeg_quality)
+            csv_rows.append([f"bingmap/19/{name}.jpg", f"streetview/panos/{name}.jpg",
+                             f"streetview/annotations/{name}.png"])
+            rows.append((int(loc_id), split, float(x) + x_offset, float(y)))
+            reporter.step()
+        _write_csv(out / "splits" / SPLIT_FILES[split], csv_rows)
+        _save_preview(world, locations, out / f"preview_{split}.png")
+        meta[split] = {"origin_m": [x_offset, 0.0], "size_m": list(world.size_m),
+                       "buildings": int(len(world.buildings) - 1), "locations": counts[split]}
+        # The next world starts beyond a gap of two tile widths: no tile can straddle both.
+        x_offset += world.size_m[0] + 4 * cfg.tile_half_extent_m
+    _write_locations(out, sorted(rows))
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    (out / "world.json").write_text(json.dumps(
+        {"generator": "cvgl.data.synth", "layout": "CVUSA", "seed": seed, "config": config,
+         "pano_size": [cfg.pano_width, cfg.pano_height], "tile_half_extent_m": cfg.tile_half_extent_m,
+         "worlds": meta}, indent=2) + "\n")
+    reporter.done()
+
+
+def _save_jpeg(image: np.ndarray, path: Path, quality: int) -> None:
+    Image.fromarray(to_uint8(image)).save(path, format="JPEG", quality=quality)
+
+
+def _write_csv(path: Path, rows: list[list[str]]) -> None:
+    with path.open("w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+
+
+def _write_locations(out: Path, rows: list[tuple[int, str, float, float]]) -> None:
+    """Metric ``locations.csv`` and a CVUSA-style ``split_locations/all.csv`` (row = id - 1)."""
+    with (out / "locations.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["id", "split", "x_m", "y_m"])
+        writer.writerows([i, s, f"{x:.2f}", f"{y:.2f}"] for i, s, x, y in rows)
+    with (out / "split_locations/all.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        for _, _, x, y in rows:
+            lat = ORIGIN_LAT + y / METRES_PER_DEG_LAT
+            lon = ORIGIN_LON + x / (METRES_PER_DEG_LAT * math.cos(math.radians(ORIGIN_LAT)))
+            writer.writerow([f"{lat:.7f}", f"{lon:.7f}", f"{lat:.7f}", f"{lon:.7f}"])
+
+
+def _save_preview(world: World, locations: np.ndarray, path: Path, max_side: int = 800) -> None:
+    """Downsampled top view with the sampled locations marked in red."""
+    step = max(1, int(math.ceil(max(world.shape) / max_side)))
+    image = world.top_rgb[::step, ::step].copy()
+    r, c = world.to_pixel(locations[:, 0], locations[:, 1])
+    r = np.clip((r / step).astype(int), 0, image.shape[0] - 1)
+    c = np.clip((c / step).astype(int), 0, image.shape[1] - 1)
+    image[r, c] = (255, 0, 0)
+    Image.fromarray(image).save(path, format="PNG")
+
+
+class _Progress:
+    """A line on stderr about every 10 % of the locations (no dependency on tqdm)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.count = total, enabled, 0
+        self.start = time.perf_counter()
+        self.next_report = max(1, total // 10)
+
+    def note(self, message: str) -> None:
+        if self.enabled:
+            print(f"[synth] {message} ({time.perf_counter() - self.start:.1f} s)", file=sys.stderr, flush=True)
+
+    def step(self) -> None:
+        self.count += 1
+        if self.count >= self.next_report or self.count == self.total:
+            self.next_report += max(1, self.total // 10)
+            self.note(f"rendered {self.count}/{self.total} locations")
+
+    def done(self) -> None:
+        self.note("done")

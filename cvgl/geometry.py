@@ -134,7 +134,8 @@ def ground_distance_per_pixel(out_size: int, fov_deg: float, camera_height: floa
     return camera_height / bev_focal_length(out_size, fov_deg)
 
 
-def bev_ground_offsets_m(out_size: int, fov_deg: float, camera_height: float) -> tuple[np.ndarray, np.ndarray]:
+def bev_ground_offsets_m(out_size: int, fov_deg: float,
+                         camera_height: float) -> tuple[np.ndarray, np.ndarray]:
     """(east, north) metric offsets from the camera of every BEV pixel centre, each (S, S) float64.
 
     Pixel (S/2, S/2) is the camera; a north-up satellite tile rendered on these offsets matches the BEV.

@@ -84,14 +84,15 @@ def load_image(path: str | Path, size_hw: tuple[int, int] | None = None) -> np.n
 
 
 def load_images(paths: Sequence[str | Path], size_hw: tuple[int, int], threads: int = 2,
-                label: str = "images") -> np.ndarray:
-    """Decode many images in parallel into one (N,H,W,3) uint8 array, reporting progress."""
+                label: str | None = None) -> np.ndarray:
+    """Decode many images in parallel into one (N,H,W,3) uint8 array (progress shown if `label` is given)."""
     out = np.empty((len(paths), size_hw[0], size_hw[1], 3), dtype=np.uint8)
-    progress = Progress(len(paths), label)
+    progress = Progress(len(paths), label) if label else None
     with ThreadPoolExecutor(max(1, threads)) as pool:
         for i, img in enumerate(pool.map(lambda p: load_image(p, size_hw), paths)):
             out[i] = img
-            progress.update(1)
+            if progress:
+                progress.update(1)
     return out
 
 

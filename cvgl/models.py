@@ -54,7 +54,7 @@ class SAFA(nn.Module):
 
 
 class Encoder(nn.Module):
-    """timm backbone (feature map) -> pooling head -> optional linear projection -> L2 normalisation."""
+    """timm backbone (feature map) -> pooling head -> BatchNorm (+ linear projection) -> L2 normalisation."""
 
     def __init__(self, backbone: str, input_hw: tuple[int, int], head: str = "gem", dim: int | None = None,
                  weights: str | None = None, drop_path: float = 0.0, safa_maps: int = 8) -> None:
@@ -83,7 +83,9 @@ class Encoder(nn.Module):
             self.head, out = SAFA(hw, safa_maps), channels * safa_maps
         else:
             raise ValueError(f"model.head must be one of gem, avg, safa; got {head!r}")
-        self.proj = nn.Linear(out, dim) if dim else nn.Identity()
+        # BatchNorm before the projection: from random init every image pools to nearly the same vector, and
+        # standardising across the batch removes that shared direction so the contrastive loss can start.
+        self.proj = nn.Sequential(nn.BatchNorm1d(out), nn.Linear(out, dim) if dim else nn.Identity())
         self.dim = dim or out
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,7 @@ def project_stage(manifest_dir: Path, root: Path, cfg: dict[str, Any], out_dir: 
     progress = Progress(len(ids), "project")
     rows = []
     for i in range(0, len(ids), batch):
-        panos = load_images([Path(root) / p for p in rel[i:i + batch]], pano_hw, threads, "decode")
+        panos = load_images([Path(root) / p for p in rel[i:i + batch]], pano_hw, threads)
         x = torch.from_numpy(panos).permute(0, 3, 1, 2).float()
         bev = to_uint8(project_to_bev(x, size, fov, band).permute(0, 2, 3, 1))
         for gid, img in zip(ids[i:i + batch], bev, strict=True):

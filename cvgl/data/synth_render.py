@@ -27,6 +27,8 @@ SKY_HORIZON = np.array([206, 216, 228], np.float32)
 SKY_ZENITH = np.array([84, 132, 204], np.float32)
 CLOUD_COLOUR = np.array([236, 236, 240], np.float32)
 WINDOW_COLOUR = np.array([58, 70, 86], np.float32)
+CAR_COLOURS = np.array([[235, 235, 235], [30, 30, 34], [128, 130, 134], [170, 40, 36], [40, 66, 130],
+                        [200, 200, 205], [90, 92, 96]], np.float32)
 #: Ray slopes (tan of the elevation) are clipped to +-_SLOPE_CLIP: far steeper than any band row, so the
 #: clipping never changes a comparison, and the per-column ranges stay bounded for :func:`_first_crossing`.
 _SLOPE_CLIP = 20.0
@@ -44,7 +46,7 @@ class RenderSpec:
     fov_deg: float = 175.0
     max_view_distance_m: float = 300.0
     fog_distance_m: float = 350.0
-    pano_row_supersample: int = 2
+    pano_row_supersample: int = 1
     cloud_cover: float = 0.35
     sat_gain: tuple[float, float, float] = (0.92, 0.98, 1.1)
     sat_bias: tuple[float, float, float] = (12.0, 8.0, -4.0)
@@ -55,13 +57,18 @@ class RenderSpec:
     sat_shadow_strength: float = 0.45
     sat_sun_elevation_deg: tuple[float, float] = (35.0, 65.0)
     sat_sun_azimuth_deg: tuple[float, float] = (110.0, 250.0)
+    sat_offset_m: float = 4.0
+    sat_cars_per_100m: float = 5.0
     cam_gain: tuple[float, float, float] = (1.08, 1.0, 0.88)
     cam_gamma: float = 0.85
     cam_jitter: float = 0.12
     cam_vignette: float = 0.25
     cam_noise: float = 2.5
     cam_blur_sigma: float = 0.5
-    styled: bool = True  # False: raw renders without sensor styles (geometry tests)
+    cam_heading_jitter_deg: float = 3.0
+    #: False renders bare geometry (geometry tests): no fog, GPS offset, compass error, cars, shadows or
+    #: sensor styles.
+    styled: bool = True
 
 
 # ------------------------------------------------------------------------------------ raster lookups
@@ -175,26 +182,36 @@ def gaussian_blur(image: np.ndarray, sigma: float, wrap_columns: bool = False) -
 def _apply_style(rgb: np.ndarray, rng: np.random.Generator, gain, bias, gamma: float, jitter: float,
                  noise: float) -> np.ndarray:
     """Global colour gain/bias, per-image exposure + white-balance jitter, gamma and sensor noise."""
-    image_gain = np.asarray(gain, np.float32) * (1 + rng.normal(0, jitter)) * (1 + rng.normal(0, jitter / 2, 3))
+    exposure = 1 + rng.normal(0, jitter)
+    white_balance = 1 + rng.normal(0, jitter / 2, 3)
+    image_gain = np.asarray(gain, np.float32) * exposure * white_balance
     out = rgb * image_gain + np.asarray(bias, np.float32)
     if gamma != 1.0:
         out = 255.0 * (np.clip(out, 0, 255) / 255.0) ** gamma
-    return out + rng.normal(0, noise, out.shape).astype(np.float32)
+    return out + np.float32(noise) * rng.standard_normal(out.shape, dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------ satellite tile
 
 
-def render_tile(world: World, pyramid: GroundMipmap, x: float, y: float, spec: RenderSpec,
+def render_tile(world: World, x: float, y: float, spec: RenderSpec,
                 rng: np.random.Generator) -> np.ndarray:
-    """North-up orthographic tile (S, S, 3) float centred on (x, y), spanning the BEV's metric extent."""
+    """North-up orthographic tile (S, S, 3) float centred on (x, y), spanning the BEV's metric extent.
+
+    Styled tiles are centred up to ``sat_offset_m`` away (GPS error between the two captures), show parked
+    and moving cars of their own capture time, cast shadows, and get the satellite sensor style.
+    """
     size = spec.tile_size
     east, north = bev_ground_offsets_m(size, spec.fov_deg, spec.camera_height)
+    if spec.styled and spec.sat_offset_m > 0:
+        angle, radius = rng.uniform(0, 2 * math.pi), spec.sat_offset_m * math.sqrt(rng.uniform(0, 1))
+        x, y = x + radius * math.sin(angle), y + radius * math.cos(angle)
     # One bilinear sample per pixel: tile pixels are only ~1.4 world pixels wide, so this barely aliases.
     r, c = world.to_pixel(x + east, y + north)
     colour = _bilinear(world.top_rgb, r, c)
     if not spec.styled:
         return colour
+    _draw_cars(world, colour, x, y, float(east[0, 1] - east[0, 0]), spec, rng)
     sun_az = math.radians(rng.uniform(*spec.sat_sun_azimuth_deg))
     sun_el = math.radians(rng.uniform(*spec.sat_sun_elevation_deg))
     shadow = _cast_shadows(world, x + east, y + north, sun_az, sun_el)
@@ -203,6 +220,28 @@ def render_tile(world: World, pyramid: GroundMipmap, x: float, y: float, spec: R
     colour = gaussian_blur(colour, spec.sat_blur_sigma)
     return _apply_style(colour, rng, spec.sat_gain, spec.sat_bias, spec.sat_gamma, spec.sat_jitter,
                         spec.sat_noise)
+
+
+def _draw_cars(world: World, colour: np.ndarray, x: float, y: float, metres_per_px: float, spec: RenderSpec,
+               rng: np.random.Generator) -> None:
+    """Paint cars (4.5 x 1.9 m, road-aligned, in a lane) on the roads of a tile, in place."""
+    size = colour.shape[0]
+    half = size / 2 * metres_per_px
+    pts = world.road_points
+    near = pts[(np.abs(pts[:, 0] - x) < half) & (np.abs(pts[:, 1] - y) < half)]
+    if len(near) == 0 or spec.sat_cars_per_100m <= 0:
+        return
+    n = rng.poisson(spec.sat_cars_per_100m * len(near) * 2 / 100)  # road points are 2 m apart
+    idx = np.arange(size) - size / 2
+    east, north = idx[None, :] * metres_per_px, -idx[:, None] * metres_per_px
+    for px, py, width, dx, dy in near[rng.integers(0, len(near), n)]:
+        lane = rng.uniform(-width / 3, width / 3)
+        cx, cy = px - x - dy * lane, py - y + dx * lane
+        along = (east - cx) * dx + (north - cy) * dy
+        across = -(east - cx) * dy + (north - cy) * dx
+        body = (np.abs(along) <= 2.25) & (np.abs(across) <= 0.95)
+        paint = CAR_COLOURS[rng.integers(len(CAR_COLOURS))] * rng.uniform(0.85, 1.1)
+        colour[body] = paint
 
 
 def _cast_shadows(world: World, xs: np.ndarray, ys: np.ndarray, sun_az: float, sun_el: float) -> np.ndarray:
@@ -233,7 +272,7 @@ def _march_distances(max_distance: float) -> np.ndarray:
 
 
 def _first_crossing(slope: np.ndarray, tan_beta: np.ndarray) -> np.ndarray:
-    """For every column c and ray slope tan_beta[r], the first sample k with max(slope[c, :k+1]) >= tan_beta[r].
+    """For column c and ray slope tan_beta[r]: the first sample k with max(slope[c, :k+1]) >= tan_beta[r].
 
     ``slope`` = (surface height - camera height) / distance: the tangent of the sample's elevation angle,
     monotone in the angle, so comparing slopes is comparing angles (without arctan). Running maxima are
@@ -276,10 +315,11 @@ class _Rays:
         return self.x + dist[mask] * sin_psi, self.y + dist[mask] * cos_psi
 
 
-def _cast_rays(world: World, x: float, y: float, spec: RenderSpec) -> _Rays:
-    """Set up the march: column azimuths and row elevations follow :mod:`cvgl.geometry` exactly."""
+def _cast_rays(world: World, x: float, y: float, spec: RenderSpec, heading: float = 0.0) -> _Rays:
+    """Set up the march: column azimuths and row elevations follow :mod:`cvgl.geometry` exactly
+    (``heading``: small compass error of the camera, radians)."""
     H, W, ss = spec.pano_height, spec.pano_width, spec.pano_row_supersample
-    psi = pano_column_azimuth(np.arange(W), W)
+    psi = pano_column_azimuth(np.arange(W), W) + heading
     sub_rows = (np.arange(H * ss) + 0.5) / ss - 0.5
     tan_beta = np.tan(-pano_row_depression(sub_rows, (H, W), band=True))[None, :]
     d = _march_distances(spec.max_view_distance_m)
@@ -294,12 +334,14 @@ def _cast_rays(world: World, x: float, y: float, spec: RenderSpec) -> _Rays:
 def render_panorama(world: World, pyramid: GroundMipmap, x: float, y: float, spec: RenderSpec,
                     rng: np.random.Generator) -> np.ndarray:
     """CVUSA-band panorama (H, W, 3) float of the camera at (x, y), ``camera_height`` above the ground."""
-    rays = _cast_rays(world, x, y, spec)
+    heading = math.radians(rng.normal(0.0, spec.cam_heading_jitter_deg)) if spec.styled else 0.0
+    rays = _cast_rays(world, x, y, spec, heading)
     colour = _sky(rng, rays.tan_beta[0], spec)
     dist = _draw_solid(world, pyramid, rays, colour, sun=rng.uniform(0, 2 * math.pi))
     _draw_crowns(world, rays, colour, dist)
-    fog = 1.0 - np.exp(-np.minimum(dist, 4 * spec.fog_distance_m) / spec.fog_distance_m)[..., None]
-    colour = np.where(np.isfinite(dist)[..., None], colour * (1 - fog) + SKY_HORIZON * fog, colour)
+    if spec.styled:
+        fog = 1.0 - np.exp(-np.minimum(dist, 4 * spec.fog_distance_m) / spec.fog_distance_m)[..., None]
+        colour = np.where(np.isfinite(dist)[..., None], colour * (1 - fog) + SKY_HORIZON * fog, colour)
     H, W, ss = spec.pano_height, spec.pano_width, spec.pano_row_supersample
     pano = colour.transpose(1, 0, 2).reshape(H, ss, W, 3).mean(axis=1)
     return _camera_style(pano, rng, spec) if spec.styled else pano

@@ -65,13 +65,16 @@ class WorldSpec:
     sidewalk_prob: float = 0.6
     curved_roads_per_km2: float = 3.0
     ground_patch_m: float = 30.0
-    buildings_per_ha: float = 9.0
+    buildings_per_ha: float = 14.0
+    building_frontage: float = 0.7
     building_size_min_m: float = 8.0
     building_size_max_m: float = 32.0
     building_height_min_m: float = 4.0
     building_height_max_m: float = 30.0
     building_setback_m: float = 2.0
     trees_per_ha: float = 30.0
+    street_trees_per_100m: float = 6.0
+    temporal_change: float = 0.5
     tree_height_min_m: float = 5.0
     tree_height_max_m: float = 15.0
     crown_radius_min_m: float = 1.5
@@ -123,6 +126,8 @@ class World:
 def value_noise(rng: np.random.Generator, shape: tuple[int, int], cell_px: float) -> np.ndarray:
     """Smooth noise, roughly unit variance, with features of ``cell_px`` pixels (bicubic lattice noise)."""
     cell = max(1, int(round(cell_px)))
+    if cell == 1:  # pixel-scale grain: interpolation would be the identity
+        return rng.standard_normal(shape, dtype=np.float32)
     gh, gw = shape[0] // cell + 3, shape[1] // cell + 3
     lattice = rng.standard_normal((gh, gw)).astype(np.float32)
     # PIL's single-threaded bicubic resize: deterministic and fast for these sizes.
@@ -156,6 +161,11 @@ def _window(world_hw: tuple[int, int], res: float, x0: float, x1: float, y0: flo
     xs = (np.arange(c0, c1) + 0.5) * res
     ys = (height - np.arange(r0, r1) - 0.5) * res
     return (slice(r0, r1), slice(c0, c1)), xs[None, :], ys[:, None]
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """Clip to [0, 255] and cast (ufuncs: np.clip's Python wrapper is slow on the many tiny arrays here)."""
+    return np.minimum(np.maximum(values, 0), 255).astype(np.uint8)
 
 
 def _segment_distance(xs, ys, p, q) -> tuple[np.ndarray, np.ndarray]:
@@ -312,43 +322,63 @@ def _patch_classes(rng: np.random.Generator, spec: WorldSpec, world_hw: tuple[in
     return patch, classes
 
 
-def _natural_ground(rng: np.random.Generator, spec: WorldSpec, world_hw: tuple[int, int]) -> np.ndarray:
-    """Float RGB of the unbuilt ground: patch colours, per-class fine texture, crop rows."""
+def _natural_ground(rng: np.random.Generator, spec: WorldSpec,
+                    world_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Float RGB of the unbuilt ground at the two capture times: (ground camera, satellite).
+
+    Patch colours, per-class fine texture and crop rows are shared; at the satellite's capture a share
+    ``temporal_change`` of the patches looks different (re-seeded, mown, harvested, built over), so the two
+    views agree on layout but not everywhere on appearance, as real image pairs taken years apart.
+    """
     patch, classes = _patch_classes(rng, spec, world_hw)
     n_patch = classes.size
+    jitter = np.array([c[2] for c in GROUND_CLASSES], np.float32)
+    patch_rgb = _patch_colours(rng, classes, jitter)
+    changed_class = rng.choice(len(GROUND_CLASSES), n_patch)
+    changed = rng.uniform(0, 1, n_patch) < spec.temporal_change
+    sat_rgb = np.where(changed[:, None], _patch_colours(rng, changed_class, jitter), patch_rgb)
+    tex_amp = np.array([c[3] for c in GROUND_CLASSES], np.float32)[classes][patch]
+    texture = tex_amp * (0.75 * fbm_noise(rng, world_hw, 4.0 / spec.resolution, 3)
+                         + 0.45 * value_noise(rng, world_hw, 1.0))
+    texture += 10.0 * value_noise(rng, world_hw, 60.0 / spec.resolution)  # moisture / wear drift
+    _add_crop_rows(rng, spec, texture, patch, classes)
+    texture = texture[..., None]
+    return patch_rgb[patch] + texture, sat_rgb[patch] + texture
+
+
+def _patch_colours(rng: np.random.Generator, classes: np.ndarray, jitter: np.ndarray) -> np.ndarray:
+    """(n, 3) per-patch colours: class mean, a brightness jitter and a small tint."""
     base = np.array([c[1] for c in GROUND_CLASSES], np.float32)[classes]
-    jitter = np.array([c[2] for c in GROUND_CLASSES], np.float32)[classes]
-    patch_rgb = base + rng.normal(0, 1, (n_patch, 1)) * jitter[:, None] + rng.normal(0, 4, (n_patch, 3))
-    tex_amp = np.array([c[3] for c in GROUND_CLASSES], np.float32)[classes]
-    rgb = patch_rgb.astype(np.float32)[patch]
-    fine = fbm_noise(rng, world_hw, 4.0 / spec.resolution, 3)
-    grain = value_noise(rng, world_hw, 1.0)
-    texture = tex_amp[patch] * (0.75 * fine + 0.45 * grain)
-    # Crop fields: rows with a per-field orientation and spacing (visible structure at tile scale).
-    angle = rng.uniform(0, math.pi, n_patch)[patch]
-    period = rng.uniform(3.0, 7.0, n_patch)[patch] / spec.resolution
-    yy, xx = np.mgrid[0: world_hw[0], 0: world_hw[1]].astype(np.float32)
-    rows = np.sin(2 * math.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
-    texture += np.where(classes[patch] == CROP_CLASS, 14.0 * rows, 0.0).astype(np.float32)
-    # Large-scale brightness drift (moisture, wear) across patches.
-    drift = 10.0 * value_noise(rng, world_hw, 60.0 / spec.resolution)
-    return rgb + (texture + drift)[..., None]
+    brightness = rng.normal(0, 1, (classes.size, 1)) * jitter[classes][:, None]
+    return (base + brightness + rng.normal(0, 4, (classes.size, 3))).astype(np.float32)
 
 
-def _paint_roads(rng: np.random.Generator, rgb: np.ndarray, roads: _RoadRaster, res: float) -> None:
-    """Overwrite road, sidewalk and marking pixels of the ground colour (in place)."""
+def _add_crop_rows(rng: np.random.Generator, spec: WorldSpec, texture: np.ndarray, patch: np.ndarray,
+                   classes: np.ndarray) -> None:
+    """Crop fields: rows with a per-field orientation and spacing (in place, crop pixels only)."""
+    angle = rng.uniform(0, math.pi, classes.size)
+    period = rng.uniform(3.0, 7.0, classes.size) / spec.resolution
+    rows, cols = np.nonzero(classes[patch] == CROP_CLASS)
+    p = patch[rows, cols]
+    phase = (cols * np.cos(angle[p]) + rows * np.sin(angle[p])) / period[p]
+    texture[rows, cols] += (14.0 * np.sin(2 * math.pi * phase)).astype(np.float32)
+
+
+def _paint_roads(rng: np.random.Generator, rgbs: tuple[np.ndarray, ...], roads: _RoadRaster,
+                 res: float) -> None:
+    """Overwrite road, sidewalk and marking pixels of the ground colours (in place)."""
     hw = roads.road.shape
     wear = 8.0 * value_noise(rng, hw, 12.0 / res) + 5.0 * value_noise(rng, hw, 1.0)
-    asphalt = ASPHALT_GREY + roads.tone + wear
-    asphalt_rgb = asphalt[..., None] + np.array([0.0, 0.0, 3.0], np.float32)
-    rgb[roads.road] = asphalt_rgb[roads.road]
+    asphalt = (ASPHALT_GREY + roads.tone + wear)[roads.road]
+    asphalt_rgb = asphalt[:, None] + np.array([0.0, 0.0, 3.0], np.float32)
     # Sidewalk slabs: joints every 1.5 m in both axes.
-    yy, xx = np.mgrid[0: hw[0], 0: hw[1]]
     step = max(2, int(round(1.5 / res)))
-    joints = ((yy % step) == 0) | ((xx % step) == 0)
-    slab = SIDEWALK_COLOUR[None, None] + (4.0 * value_noise(rng, hw, 2.0) - 18.0 * joints)[..., None]
-    rgb[roads.sidewalk] = slab[roads.sidewalk]
-    rgb[roads.marking] = MARKING_COLOUR
+    joints = ((np.arange(hw[0]) % step) == 0)[:, None] | ((np.arange(hw[1]) % step) == 0)[None, :]
+    slab = SIDEWALK_COLOUR[None] + (4.0 * value_noise(rng, hw, 2.0) - 18.0 * joints)[roads.sidewalk][:, None]
+    for rgb in rgbs:
+        rgb[roads.road] = asphalt_rgb
+        rgb[roads.sidewalk] = slab
+        rgb[roads.marking] = MARKING_COLOUR
 
 
 # ------------------------------------------------------------------------------------- buildings
@@ -363,7 +393,8 @@ def _pick_facade(rng: np.random.Generator, roof: np.ndarray) -> np.ndarray:
 
 def _place_buildings(rng: np.random.Generator, spec: WorldSpec, w: World, blocked: np.ndarray,
                      grid_angle: float) -> np.ndarray:
-    """Drop oriented rectangular buildings off the roads; paint heights, roofs, facades. Returns footprints."""
+    """Drop oriented rectangular buildings off the roads (most facing a road); paint heights, roofs and
+    facades. Returns the footprint mask."""
     res = spec.resolution
     hw = w.shape
     area_ha = hw[0] * hw[1] * res * res / 1e4
@@ -371,12 +402,15 @@ def _place_buildings(rng: np.random.Generator, spec: WorldSpec, w: World, blocke
     footprint = np.zeros(hw, bool)
     table = [np.zeros(7)]
     target = int(spec.buildings_per_ha * area_ha)
-    for _ in range(target * 3):
+    for _ in range(target * 5):  # most failures are collisions; retry until the block is filled
         if len(table) > target:
             break
-        cx, cy = rng.uniform((0, 0), w.size_m)
         hu, hv = rng.uniform(spec.building_size_min_m, spec.building_size_max_m, 2) / 2
-        theta = grid_angle + rng.normal(0, 0.05) if rng.random() < 0.8 else rng.uniform(0, math.pi)
+        if rng.random() < spec.building_frontage and len(w.road_points):
+            cx, cy, theta = _frontage_site(rng, w.road_points, hv)
+        else:
+            cx, cy = rng.uniform((0, 0), w.size_m)
+            theta = grid_angle + rng.normal(0, 0.05) if rng.random() < 0.8 else rng.uniform(0, math.pi)
         cos_t, sin_t = math.cos(theta), math.sin(theta)
         reach = math.hypot(hu, hv) + spec.building_setback_m
         win = _window(hw, res, cx - reach, cx + reach, cy - reach, cy + reach)
@@ -400,16 +434,24 @@ def _place_buildings(rng: np.random.Generator, spec: WorldSpec, w: World, blocke
         w.solid_height[rs, cs][inside] = height
         w.building_id[rs, cs][inside] = bid
         roof = ROOF_COLOURS[rng.integers(len(ROOF_COLOURS))] + rng.normal(0, 8, 3).astype(np.float32)
-        w.side_rgb[rs, cs][inside] = np.clip(_pick_facade(rng, roof), 0, 255).astype(np.uint8)
+        w.side_rgb[rs, cs][inside] = _to_uint8(_pick_facade(rng, roof))
         w.top_rgb[rs, cs][inside] = _roof_pixels(rng, roof, u[inside], v[inside], hu, hv)
     w.buildings = np.array(table)
     return footprint
 
 
+def _frontage_site(rng: np.random.Generator, road_points: np.ndarray, half_depth: float):
+    """(cx, cy, theta) of a building facing a random road: long side along it, behind a front yard."""
+    x, y, width, dx, dy = road_points[rng.integers(len(road_points))]
+    side = rng.choice([-1.0, 1.0])
+    offset = side * (width / 2 + rng.uniform(4.0, 12.0) + half_depth)
+    return x - dy * offset, y + dx * offset, math.atan2(dy, dx)
+
+
 def _building_height(rng: np.random.Generator, spec: WorldSpec, district: float) -> float:
     """Log-uniform height, pushed up in 'downtown' districts (district noise > 0)."""
     lo, hi = math.log(spec.building_height_min_m), math.log(spec.building_height_max_m)
-    q = np.clip(rng.uniform(0, 1) ** (1.6 - 0.8 * np.clip(district, -1, 1)), 0, 1)
+    q = rng.uniform(0, 1) ** (1.6 - 0.8 * min(max(district, -1.0), 1.0))
     return float(math.exp(lo + (hi - lo) * q))
 
 
@@ -421,7 +463,7 @@ def _roof_pixels(rng: np.random.Generator, roof: np.ndarray, u: np.ndarray, v: n
     half = np.where(across >= 0, 1.08, 0.9) if rng.random() < 0.6 else 1.0
     edge = np.minimum(hu - np.abs(u), hv - np.abs(v)) < 0.6
     shade = half * np.where(edge, 0.85, 1.0) + rng.normal(0, 0.03, u.shape)
-    return np.clip(roof[None] * np.asarray(shade)[..., None], 0, 255).astype(np.uint8)
+    return _to_uint8(roof[None] * np.asarray(shade)[..., None])
 
 
 # ----------------------------------------------------------------------------------------- trees
@@ -444,8 +486,32 @@ def _place_trees(rng: np.random.Generator, spec: WorldSpec, w: World, road: np.n
     rows = np.clip(rows.round().astype(int), 0, hw[0] - 1)
     cols = np.clip(cols.round().astype(int), 0, hw[1] - 1)
     keep = (rng.uniform(0, 2.0, n_try) < density[rows, cols]) & ~road[rows, cols] & ~footprint[rows, cols]
-    for tx, ty in zip(xs_all[keep], ys_all[keep], strict=True):
-        _draw_tree(rng, spec, w, footprint, ground, float(tx), float(ty))
+    street_x, street_y = _street_tree_sites(rng, spec, w, density)
+    for tx, ty in zip(np.concatenate([xs_all[keep], street_x]), np.concatenate([ys_all[keep], street_y]),
+                      strict=True):
+        r, c = w.to_pixel(tx, ty)
+        r, c = min(max(int(round(r)), 0), hw[0] - 1), min(max(int(round(c)), 0), hw[1] - 1)
+        if not (road[r, c] or footprint[r, c]):
+            _draw_tree(rng, spec, w, footprint, ground, float(tx), float(ty))
+
+
+def _street_tree_sites(rng: np.random.Generator, spec: WorldSpec, w: World,
+                       density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Trees lining the roads just beyond the kerb (their crowns overhang the road in the top view, while
+    the ground camera sees the road under them); leafier streets where the density field is high."""
+    pts = w.road_points
+    if len(pts) == 0 or spec.street_trees_per_100m <= 0:
+        return np.zeros(0), np.zeros(0)
+    rows, cols = w.to_pixel(pts[:, 0], pts[:, 1])
+    rows = np.clip(rows.astype(int), 0, w.shape[0] - 1)
+    local = density[rows, np.clip(cols.astype(int), 0, w.shape[1] - 1)]
+    # Road points are 2 m apart; a tree per point with this probability gives the requested spacing.
+    pick = rng.uniform(0, 1, len(pts)) < spec.street_trees_per_100m * 2 / 100 * local
+    side = rng.choice([-1.0, 1.0], len(pts))
+    lateral = side * (pts[:, 2] / 2 + rng.uniform(1.0, 3.5, len(pts)))
+    x = pts[:, 0] - pts[:, 4] * lateral
+    y = pts[:, 1] + pts[:, 3] * lateral
+    return x[pick], y[pick]
 
 
 def _draw_tree(rng: np.random.Generator, spec: WorldSpec, w: World, footprint: np.ndarray,
@@ -471,12 +537,13 @@ def _draw_tree(rng: np.random.Generator, spec: WorldSpec, w: World, footprint: n
     w.crown_high[rs, cs] = np.where(higher, hi, w.crown_high[rs, cs])
     green = np.array([rng.uniform(34, 92), rng.uniform(72, 130), rng.uniform(26, 62)], np.float32)
     leaves = 1.0 + 0.16 * rng.standard_normal(r2.shape) - 0.25 * r2
-    colour = np.clip(green * leaves[..., None], 0, 255).astype(np.uint8)
+    colour = _to_uint8(green * leaves[..., None])
     w.top_rgb[rs, cs] = np.where(higher[..., None], colour, w.top_rgb[rs, cs])
     ground[rs, cs] *= np.where(crown, 0.8, 1.0)[..., None].astype(np.float32)
     trunk = r2 * radius**2 <= max(0.3, res / 2) ** 2
-    w.solid_height[rs, cs] = np.where(trunk & ~footprint[rs, cs], bottom + 0.3 * depth, w.solid_height[rs, cs])
-    w.side_rgb[rs, cs] = np.where((trunk & ~footprint[rs, cs])[..., None], TRUNK_COLOUR.astype(np.uint8),
+    trunk &= ~footprint[rs, cs]
+    w.solid_height[rs, cs] = np.where(trunk, bottom + 0.3 * depth, w.solid_height[rs, cs])
+    w.side_rgb[rs, cs] = np.where(trunk[..., None], TRUNK_COLOUR.astype(np.uint8),
                                   w.side_rgb[rs, cs])
 
 
@@ -489,8 +556,8 @@ def build_world(rng: np.random.Generator, spec: WorldSpec, size_m: tuple[float, 
     hw = (int(round(size_m[1] / res)), int(round(size_m[0] / res)))
     roads = _grid_roads(rng, spec, size_m) + _curved_roads(rng, spec, size_m)
     raster = _draw_roads(roads, hw, res)
-    ground = _natural_ground(rng, spec, hw)
-    _paint_roads(rng, ground, raster, res)
+    ground, sat_ground = _natural_ground(rng, spec, hw)
+    _paint_roads(rng, (ground, sat_ground), raster, res)
     w = World(
         resolution=res,
         ground_rgb=np.zeros(hw + (3,), np.uint8),
@@ -503,14 +570,12 @@ def build_world(rng: np.random.Generator, spec: WorldSpec, size_m: tuple[float, 
         buildings=np.zeros((1, 7)),
         road_points=raster.points,
     )
-    w.top_rgb[:] = np.clip(ground, 0, 255).astype(np.uint8)  # roofs and crowns are painted over this
+    w.top_rgb[:] = np.clip(sat_ground, 0, 255).astype(np.uint8)  # roofs and crowns are painted over this
+    del sat_ground
     blocked = raster.road | raster.sidewalk
     footprint = _place_buildings(rng, spec, w, blocked, grid_angle=0.0)
     _place_trees(rng, spec, w, raster.road, footprint, ground)
     w.ground_rgb[:] = np.clip(np.rint(ground), 0, 255).astype(np.uint8)
-    # Ground pixels not covered by a roof or crown show the (shaded) ground in the top view too.
-    bare = ~footprint & (w.crown_high == 0)
-    w.top_rgb[bare] = w.ground_rgb[bare]
     return w
 
 

@@ -107,9 +107,26 @@ class CrossViewModel(nn.Module):
         if self.ground.dim != self.satellite.dim:
             raise ValueError("model: ground and satellite embeddings differ in size; set model.dim")
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        radius = cfg.get("satellite_mask_radius")
+        mask = centre_disc(tuple(cfg["satellite_size"]), radius) if radius else torch.ones(1)
+        self.register_buffer("satellite_mask", mask.view(1, 1, *mask.shape), persistent=False)
 
     def encode(self, images: torch.Tensor, view: str) -> torch.Tensor:
-        return self.ground(images) if view == "ground" else self.satellite(images)
+        if view == "ground":
+            return self.ground(images)
+        return self.satellite(images * self.satellite_mask)
+
+
+def centre_disc(size_hw: tuple[int, int], radius: float) -> torch.Tensor:
+    """1 inside a centred disc of `radius` x half the tile side, 0 outside.
+
+    A projected panorama reproduces its tile only near the camera: farther out the flat-ground assumption
+    fails (facades smear radially where the tile shows roofs). Looking at that disc alone, in every satellite
+    input, lets the cold start learn what transfers from translated projections to real tiles.
+    """
+    h, w = size_hw
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5 - h / 2, torch.arange(w) + 0.5 - w / 2, indexing="ij")
+    return ((ys**2 + xs**2).sqrt() <= radius * min(h, w) / 2).float()
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,0 +1,75 @@
+"""Training loops: deterministic, resumable after an interruption, pseudo pairs built honestly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import cvgl.train as train
+from cvgl.train import build_model, cross_view_stage, fit, pseudo_pairs, seeded_generator, setup_torch
+
+CFG = {
+    "seed": 0, "device": "cpu", "threads": 1,
+    "model": {"backbone": "convnext_atto", "head": "gem", "dim": 16, "ground_size": [32, 64],
+              "satellite_size": [32, 32], "satellite_mask_radius": 0.5},
+    "optim": {"lr": 1e-3, "weight_decay": 0.01, "batch_size": 4},
+    "augment": {}, "stage": {"epochs": 3, "smoothing": 0.3},
+}
+
+
+def images(n: int, hw: tuple[int, int], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, *hw, 3), dtype=np.uint8)
+
+
+def train_once(out: Path) -> dict:
+    setup_torch(1, CFG["seed"])
+    model, opt = build_model(CFG, None, torch.device("cpu"))
+    stage = cross_view_stage(model, images(8, (32, 64), 1), images(8, (32, 32), 2), CFG, torch.device("cpu"), 0)
+    return fit(model, opt, stage, CFG, out)
+
+
+def test_interrupted_training_resumes_from_last_epoch_and_matches(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = train_once(tmp_path / "ref.pt")
+    real_epoch = train.run_epoch
+    calls = {"n": 0}
+
+    def crash_in_third_epoch(model, optimizer, stage, cfg, epoch):  # noqa: ANN001, ANN202
+        if epoch == 2 and calls["n"] == 0:
+            calls["n"] += 1
+            raise KeyboardInterrupt("killed")
+        return real_epoch(model, optimizer, stage, cfg, epoch)
+
+    monkeypatch.setattr(train, "run_epoch", crash_in_third_epoch)
+    out = tmp_path / "model.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_once(out)
+    assert not out.exists()  # nothing that looks complete
+    state = torch.load(out.with_name("model.pt.state"), weights_only=False)
+    assert state["epoch"] == 2
+    resumed = train_once(out)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert not out.with_name("model.pt.state").exists()
+    for k, v in reference["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+    assert resumed["logit_scale"] == reference["logit_scale"]
+
+
+def test_pseudo_pairs_use_kept_rows_and_unused_satellites_as_negatives() -> None:
+    g_ids = np.array([f"g{i}" for i in range(6)], dtype=object)
+    s_ids = np.array([f"s{i}" for i in range(6)], dtype=object)
+    labels = pd.DataFrame({"ground_id": g_ids, "satellite_id": ["s3", "s1", "s0", "s5", "s4", "s2"],
+                           "kept": [True, True, True, False, False, False], "source": "pseudo"})
+    pairs = pseudo_pairs(labels, g_ids, s_ids, labeled_ratio=0.4, gen=seeded_generator(0, "t"))
+    assert not pairs.labeled_only
+    got = dict(zip(pairs.ground.tolist(), pairs.satellite.tolist(), strict=True))
+    assert {g: got[g] for g in (0, 1, 2)} == {0: 3, 1: 1, 2: 0}
+    negatives = [got[g] for g in (3, 4, 5)]
+    assert sorted(negatives) == [2, 4, 5]  # the satellites no kept pair uses, each once
+    assert pairs.labeled.tolist() == [True, True, True, False, False, False]
+    few = pseudo_pairs(labels, g_ids, s_ids, labeled_ratio=0.9, gen=seeded_generator(0, "t"))
+    assert few.labeled_only and len(few.ground) == 3 and few.labeled.all()

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
          ("--matches", P), ("--manifest", P), ("--out", P))
     _add(sub, "train-round", "a self-training round on pseudo (and labeled) pairs",
          ("--config", CFG), ("--init", P), ("--labels", P), ("--ground-cache", P), ("--satellite-cache", P),
-         ("--round", {"type": int, "required": True}), ("--out", P))
+         ("--round", {"type": int, "required": True}), ("--translated", {"type": Path}), ("--out", P))
     _add(sub, "evaluate", "Recall@K of a round on the test split",
          ("--embeddings", P), ("--manifest", P), ("--round", {"type": int, "required": True}),
          ("--labels", {"type": Path}), ("--model", {"type": Path}), ("--out", P))
@@ -122,7 +122,8 @@ def run(a: argparse.Namespace) -> None:
     elif c == "diagnose":
         pipeline.diagnose_stage(a.matches, a.manifest, a.out)
     elif c == "train-round":
-        pipeline.round_train(a.config, a.init, a.labels, a.ground_cache, a.satellite_cache, a.out, a.round)
+        pipeline.round_train(a.config, a.init, a.labels, a.ground_cache, a.satellite_cache, a.out, a.round,
+                             a.translated)
     elif c == "evaluate":
         pipeline.evaluate_stage(a.embeddings, a.manifest, a.round, a.labels, a.out, a.model)
     elif c == "summary":

@@ -173,27 +173,40 @@ def cross_view_train(cfg: dict[str, Any], init: Path | None, ground_cache: Path,
     """Cold start, part 2: (panorama, its own translated projection) pairs; writes the round-0 model."""
     device = resolve(cfg)
     ids, ground = read_image_cache(ground_cache, mmap=False)
-    index = read_parquet(translated_dir / "index.parquet", ["ground_id", "path"]).set_index("ground_id")
-    missing = set(ids) - set(index.index)
-    if missing:
-        raise ValueError(f"{translated_dir}/index.parquet lacks {len(missing)} train panoramas")
-    fake = load_images([translated_dir / p for p in index.loc[ids, "path"]], tuple(cfg["model"]["satellite_size"]),
-                       cfg.get("threads", 1), "load translated")
+    fake = load_translated(translated_dir, ids, tuple(cfg["model"]["satellite_size"]), cfg.get("threads", 1))
     model, optimizer = build_model(cfg, init, device)
     offset = cfg.get("schedule_offset", 0)
     fit(model, optimizer, cross_view_stage(model, ground, fake, cfg, device, offset), cfg, out)
 
 
 def round_train(cfg: dict[str, Any], init: Path, labels_path: Path, ground_cache: Path, satellite_cache: Path,
-                out: Path, round_index: int) -> None:
-    """Self-training round n: train the round n-1 model on round n's pseudo (and labeled) pairs."""
+                out: Path, round_index: int, translated_dir: Path | None = None) -> None:
+    """Self-training round n: train the round n-1 model on round n's pseudo (and labeled) pairs.
+
+    Reads the label table without its `correct` column; with `translated_dir` the cold start's
+    (panorama, translated projection) pairs stay in the mix (`rounds.keep_fake_pairs`).
+    """
     device = resolve(cfg)
     g_ids, ground = read_image_cache(ground_cache, mmap=False)
     s_ids, satellite = read_image_cache(satellite_cache, mmap=False)
     labels = read_label_table(labels_path)[["ground_id", "satellite_id", "kept", "source"]]
+    fake = None
+    if translated_dir is not None:
+        fake = load_translated(translated_dir, g_ids, tuple(cfg["model"]["satellite_size"]), cfg.get("threads", 1))
     model, optimizer = build_model(cfg, init, device)
-    stage: Stage = round_stage(model, ground, satellite, g_ids, s_ids, labels, cfg, device, round_index)
+    stage: Stage = round_stage(model, ground, satellite, g_ids, s_ids, labels, cfg, device, round_index, fake)
     fit(model, optimizer, stage, cfg, out)
+
+
+def load_translated(translated_dir: Path, ground_ids: np.ndarray, size_hw: tuple[int, int], threads: int
+                    ) -> np.ndarray:
+    """The translated projection of every train panorama, rows aligned with `ground_ids`."""
+    index = read_parquet(translated_dir / "index.parquet", ["ground_id", "path"]).set_index("ground_id")
+    missing = set(ground_ids) - set(index.index)
+    if missing:
+        raise ValueError(f"{translated_dir}/index.parquet lacks {len(missing)} train panoramas")
+    return load_images([translated_dir / p for p in index.loc[ground_ids, "path"]], size_hw, threads,
+                       "load translated")
 
 
 # ---------------------------------------------------------------------------------------------------------

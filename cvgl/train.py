@@ -130,7 +130,7 @@ def checkpoint_dict(model: CrossViewModel, optimizer: torch.optim.Optimizer, epo
 
 def run_epoch(model: CrossViewModel, optimizer: torch.optim.Optimizer, stage: Stage, cfg: dict[str, Any],
               epoch: int) -> dict[str, Any]:
-    lr = cfg["optim"]["lr"] * stage.lr_factor(epoch)
+    lr = cfg["stage"].get("lr", cfg["optim"]["lr"]) * stage.lr_factor(epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr
     gen = seeded_generator(cfg["seed"], stage.name, epoch)
@@ -274,29 +274,44 @@ def pseudo_pairs(labels: pd.DataFrame, ground_ids: np.ndarray, satellite_ids: np
 
 def round_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray, ground_ids: np.ndarray,
                 satellite_ids: np.ndarray, labels: pd.DataFrame, cfg: dict[str, Any], device: torch.device,
-                round_index: int) -> Stage:
-    """A self-training round: pseudo (and labeled) pairs, unlabeled images as negatives (method.md §10)."""
+                round_index: int, fake: np.ndarray | None = None) -> Stage:
+    """A self-training round: pseudo (and labeled) pairs, unlabeled images as negatives (method.md §10).
+
+    With `fake` (each train panorama's translated projection, rows aligned with `ground`), the cold start's
+    self-made pairs stay in every epoch beside the pseudo pairs: they anchor the model while the few, noisy
+    first pseudo labels carry it over to real tiles (the paper drops them after the cold start).
+    """
     scfg = cfg["stage"]
     epochs = scfg["epochs"]
     batch = cfg["optim"]["batch_size"]
     n = len(ground_ids)
+    sat_rows = satellite if fake is None else np.concatenate([satellite, fake])
+
+    def with_fake(g: np.ndarray, s: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if fake is None:
+            return g, s, lab
+        rows = np.arange(len(fake))
+        return (np.concatenate([g, rows]), np.concatenate([s, len(satellite) + rows]),
+                np.concatenate([lab, np.ones(len(fake), bool)]))
 
     def epoch_batches(epoch: int, gen: torch.Generator) -> list[Batch]:
         pairs = pseudo_pairs(labels, ground_ids, satellite_ids, scfg["labeled_ratio"], gen)
-        if len(pairs.ground) < 2:
-            return []
-        if pairs.labeled_only:
+        if pairs.labeled_only and fake is None:
+            if len(pairs.ground) < 2:
+                return []
             # About one epoch's worth of items, as the method's repetition, but each repetition is its own
             # permutation so no pair meets itself as a negative inside a batch.
             b = min(batch, len(pairs.ground))
             reps = max(1, n // len(pairs.ground))
             return [(pairs.ground[i], pairs.satellite[i], pairs.labeled[i])
                     for _ in range(reps) for i in permuted_batches(len(pairs.ground), b, gen)]
-        return [(pairs.ground[i], pairs.satellite[i], pairs.labeled[i])
-                for i in permuted_batches(len(pairs.ground), batch, gen)]
+        g, s, lab = with_fake(pairs.ground, pairs.satellite, pairs.labeled)
+        return [(g[i], s[i], lab[i]) for i in permuted_batches(len(g), min(batch, len(g)), gen)]
 
     def steps(epoch: int) -> int:
         kept = int(labels["kept"].sum())
+        if fake is not None:
+            return (len(fake) + (kept if kept < math.floor(scfg["labeled_ratio"] * n) else n)) // batch
         if kept < 2:
             return 0
         if kept < math.floor(scfg["labeled_ratio"] * n):
@@ -309,7 +324,7 @@ def round_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray
         return cosine_factor((round_index - 1 + epoch / epochs) / scfg["rounds"])
 
     return Stage(f"round-{round_index}", epochs, lr_factor, epoch_batches,
-                 cross_view_loss(model, ground, satellite, cfg, device), steps)
+                 cross_view_loss(model, ground, sat_rows, cfg, device), steps)
 
 
 def resolve(cfg: dict[str, Any]) -> torch.device:

@@ -61,7 +61,7 @@ def train_config(stage, **extra):
 def round_settings(n):
     """Round n's settings: `rounds` with `rounds.overrides[n]` applied (only round n sees an override)."""
     n = int(n)
-    base = {k: v for k, v in config["rounds"].items() if k not in ("overrides", "count")}
+    base = {k: v for k, v in config["rounds"].items() if k not in ("overrides", "count", "keep_fake_pairs")}
     base.update(config["rounds"].get("overrides", {}).get(str(n), {}))
     base["rounds"] = ROUNDS
     return base

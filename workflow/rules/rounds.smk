@@ -2,6 +2,10 @@
 # trains on those pseudo pairs. Round numbers are a wildcard, so one round can be rerun on its own.
 
 
+def fake_pairs_input(wildcards):
+    return [f"{RESULTS}/translated"] if config["rounds"]["keep_fake_pairs"] else []
+
+
 rule embed:
     input:
         model=f"{RESULTS}/round-{{n}}/model.pt",
@@ -94,12 +98,14 @@ rule train_round:
         labels=rules.pseudo_label.output,
         ground=f"{RESULTS}/cache/train-ground.npy",
         satellite=f"{RESULTS}/cache/train-satellite.npy",
+        translated=fake_pairs_input,
     output:
         f"{RESULTS}/round-{{n}}/model.pt",
     wildcard_constraints:
         n=r"[1-9]\d*",
     params:
         cfg=lambda wc: train_config(round_settings(wc.n)),
+        translated=lambda wc, input: f"--translated {input.translated}" if input.translated else "",
     log:
         f"{RESULTS}/logs/round-{{n}}/train_round.log",
     benchmark:
@@ -111,4 +117,4 @@ rule train_round:
     shell:
         "{CVGL} train-round --config {params.cfg:q} --init {input.init} --labels {input.labels} "
         "--ground-cache {input.ground} --satellite-cache {input.satellite} --round {wildcards.n} "
-        "--out {output} > {log} 2>&1"
+        "{params.translated} --out {output} > {log} 2>&1"

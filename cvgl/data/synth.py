@@ -43,8 +43,11 @@ METRES_PER_DEG_LAT = 111_320.0
 
 
 @dataclass(frozen=True)
-class SynthConfig:
-    """Every knob of the synthetic world and its rendering (flat, so it maps 1:1 onto ``config.yaml``)."""
+class SynthConfig(WorldSpec):
+    """Every knob of the synthetic world and its rendering (flat, so it maps 1:1 onto ``config.yaml``).
+
+    The world's own knobs are inherited from ``WorldSpec``, so their defaults live in one place.
+    """
 
     # dataset size and sampling
     train_locations: int = 1200
@@ -56,31 +59,6 @@ class SynthConfig:
     camera_height: float = 2.0
     fov_deg: float = 175.0
     jpeg_quality: int = 90
-    # world
-    resolution: float = 0.5
-    block_min_m: float = 70.0
-    block_max_m: float = 190.0
-    road_jitter_m: float = 10.0
-    road_drop_prob: float = 0.2
-    road_width_min_m: float = 5.0
-    road_width_max_m: float = 14.0
-    sidewalk_prob: float = 0.6
-    curved_roads_per_km2: float = 3.0
-    ground_patch_m: float = 30.0
-    buildings_per_ha: float = 14.0
-    building_frontage: float = 0.7
-    building_size_min_m: float = 8.0
-    building_size_max_m: float = 32.0
-    building_height_min_m: float = 4.0
-    building_height_max_m: float = 30.0
-    building_setback_m: float = 2.0
-    trees_per_ha: float = 30.0
-    street_trees_per_100m: float = 6.0
-    temporal_change: float = 0.5
-    tree_height_min_m: float = 5.0
-    tree_height_max_m: float = 15.0
-    crown_radius_min_m: float = 1.5
-    crown_radius_max_m: float = 4.5
     # ground panorama rendering and camera style
     max_view_distance_m: float = 300.0
     fog_distance_m: float = 350.0

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cvgl.data.synth_render import RenderSpec, ground_pyramid, render_panorama, render_tile
+from cvgl.data.synth_render import RenderKnobs, RenderSpec, ground_pyramid, render_panorama, render_tile
 from cvgl.data.synth_world import World, WorldSpec, build_world
 from cvgl.geometry import bev_half_extent_m, cvusa_band_height, to_uint8
 
@@ -43,46 +43,19 @@ METRES_PER_DEG_LAT = 111_320.0
 
 
 @dataclass(frozen=True)
-class SynthConfig(WorldSpec):
+class SynthConfig(WorldSpec, RenderKnobs):
     """Every knob of the synthetic world and its rendering (flat, so it maps 1:1 onto ``config.yaml``).
 
-    The world's own knobs are inherited from ``WorldSpec``, so their defaults live in one place.
+    The world's and the renderer's knobs are inherited from ``WorldSpec`` and ``RenderKnobs``, so their
+    defaults live in one place.
     """
 
     # dataset size and sampling
     train_locations: int = 1200
     test_locations: int = 400
     min_spacing_m: float = 40.0
-    # cameras (tile extent = +-camera_height * tan(fov/2), the BEV projection's extent)
-    tile_size: int = 128
-    pano_width: int = 512
-    camera_height: float = 2.0
-    fov_deg: float = 175.0
+    # cameras and sensor styles: inherited from RenderKnobs (tile extent = +-camera_height * tan(fov/2))
     jpeg_quality: int = 90
-    # ground panorama rendering and camera style
-    max_view_distance_m: float = 300.0
-    fog_distance_m: float = 350.0
-    pano_row_supersample: int = 1
-    cloud_cover: float = 0.35
-    cam_gain: tuple[float, float, float] = (1.08, 1.0, 0.88)
-    cam_gamma: float = 0.85
-    cam_jitter: float = 0.12
-    cam_vignette: float = 0.25
-    cam_noise: float = 2.5
-    cam_blur_sigma: float = 0.5
-    cam_heading_jitter_deg: float = 3.0
-    # satellite sensor style
-    sat_gain: tuple[float, float, float] = (0.92, 0.98, 1.1)
-    sat_bias: tuple[float, float, float] = (12.0, 8.0, -4.0)
-    sat_gamma: float = 1.0
-    sat_jitter: float = 0.08
-    sat_blur_sigma: float = 0.8
-    sat_noise: float = 3.0
-    sat_shadow_strength: float = 0.45
-    sat_sun_elevation_deg: tuple[float, float] = (35.0, 65.0)
-    sat_sun_azimuth_deg: tuple[float, float] = (110.0, 250.0)
-    sat_offset_m: float = 4.0
-    sat_cars_per_100m: float = 5.0
 
     @property
     def pano_height(self) -> int:

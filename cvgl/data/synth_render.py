@@ -36,12 +36,11 @@ _COLUMN_STRIDE = 2 * _SLOPE_CLIP + 1.0
 
 
 @dataclass(frozen=True)
-class RenderSpec:
-    """Camera geometry and the two sensor styles (a slice of ``SynthConfig``)."""
+class RenderKnobs:
+    """Camera geometry and the two sensor styles: the rendering knobs ``SynthConfig`` exposes."""
 
     tile_size: int = 128
     pano_width: int = 512
-    pano_height: int = 93
     camera_height: float = 2.0
     fov_deg: float = 175.0
     max_view_distance_m: float = 300.0
@@ -66,6 +65,13 @@ class RenderSpec:
     cam_noise: float = 2.5
     cam_blur_sigma: float = 0.5
     cam_heading_jitter_deg: float = 3.0
+
+
+@dataclass(frozen=True)
+class RenderSpec(RenderKnobs):
+    """What the renderer needs: the knobs plus the derived panorama height and the style switch."""
+
+    pano_height: int = 93
     #: False renders bare geometry (geometry tests): no fog, GPS offset, compass error, cars, shadows or
     #: sensor styles.
     styled: bool = True

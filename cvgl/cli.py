@@ -42,7 +42,7 @@ THREADS = {"type": int, "default": 1}
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cvgl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    _add(sub, "synth", "render the synthetic world in the CVUSA layout",
+    _add(sub, "synth", "render the synthetic world (synth.layout: cvusa | cvact | vigor)",
          ("--config", CFG), ("--seed", {"type": int, "default": 0}), ("--out", P))
     _add(sub, "manifest", "list a dataset as images/truth/labeled manifests",
          ("--config", CFG), ("--root", P), ("--gt-ratio", {"type": float, "default": 0.0}),

@@ -60,24 +60,41 @@ from cvgl.translate import make_translator
 
 
 def synth_stage(synth_cfg: dict[str, Any], root: Path, seed: int) -> None:
-    """Render the built-in synthetic world into the CVUSA layout at `root`."""
-    from cvgl.data.synth import synth_config_from_dict, write_synthetic_cvusa
+    """Render the built-in synthetic world at `root` in the layout `synth.layout` names (cvusa|cvact|vigor)."""
+    from cvgl.data.synth import synth_config_from_dict, write_synthetic
 
-    write_synthetic_cvusa(synth_config_from_dict(synth_cfg), Path(root), seed)
+    write_synthetic(synth_config_from_dict(synth_cfg), Path(root), seed)
 
 
 def manifest_stage(dataset_cfg: dict[str, Any], root: Path, gt_ratio: float, seed: int, out_dir: Path) -> None:
-    """List a dataset (in its published layout) as the design's manifests."""
+    """List a dataset (in its published layout) as the design's manifests (+ `skipped.csv`)."""
     name = dataset_cfg["name"]
+    if name == "synth":  # the world is written in a published layout and read by that layout's adapter
+        name = dataset_cfg.get("layout", "cvusa")
+    common = dict(strict=dataset_cfg.get("strict", True), verify_images=dataset_cfg.get("verify_images", False))
     if name in ("synth", "cvusa"):
         from cvgl.data.cvusa import build_cvusa_manifests
 
-        manifests = build_cvusa_manifests(root, gt_ratio, seed)
+        manifests = build_cvusa_manifests(root, gt_ratio, seed, **common)
+    elif name == "cvact":
+        from cvgl.data.cvact import build_cvact_manifests
+
+        manifests = build_cvact_manifests(root, gt_ratio, seed, include_test=dataset_cfg.get("include_test", False),
+                                          **common)
+    elif name == "vigor":
+        from cvgl.data.vigor import build_vigor_manifests
+
+        # null: every city the root has split files for (the synthetic world writes two of the four)
+        cities = tuple(dataset_cfg.get("cities") or sorted(p.name for p in (Path(root) / "splits").glob("*")
+                                                           if p.is_dir()))
+        manifests = build_vigor_manifests(root, gt_ratio, seed, cities=cities,
+                                          protocol=dataset_cfg.get("protocol", "same_area"), **common)
     else:
-        raise ValueError(f"dataset.name must be one of synth, cvusa; got {name!r}")
+        raise ValueError(f"dataset.name must be one of synth, cvusa, cvact, vigor; got {name!r}")
     write_manifests(manifests, out_dir)
     counts = manifests.images.groupby(["split", "view"]).size().to_dict()
-    print(f"[manifest] {counts}; labeled pairs: {len(manifests.labeled)}", file=sys.stderr)
+    print(f"[manifest] {counts}; labeled pairs: {len(manifests.labeled)}; skipped entries: "
+          f"{len(manifests.skipped)} (see {out_dir / 'skipped.csv'})", file=sys.stderr)
 
 
 def cache_stage(manifest_dir: Path, root: Path, view: str, split: str, size_hw: tuple[int, int], out: Path,

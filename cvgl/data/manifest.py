@@ -8,13 +8,14 @@ the only truth training ever sees.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cvgl.io import read_parquet, write_parquet
+from cvgl.data.strict import SKIPPED_COLUMNS, empty_skipped
+from cvgl.io import atomic_path, read_parquet, write_parquet
 
 IMAGE_COLUMNS = ["image_id", "view", "split", "path"]
 TRUTH_COLUMNS = ["ground_id", "satellite_id", "kind"]
@@ -27,31 +28,67 @@ def opaque_id(view: str, rel_path: str, salt: str) -> str:
     return f"{view[0]}{digest}"
 
 
+def scoped_id(view: str, split: str, rel_path: str, salt: str) -> str:
+    """An opaque id that also depends on the split: one file may be listed in two splits (a VIGOR tile is in
+    the train and the test gallery), and each listing needs its own unique id."""
+    return opaque_id(view, f"{split}\0{rel_path}", salt)
+
+
 @dataclass
 class Manifests:
+    """The three manifests, plus the entries an adapter dropped with `strict=False` (file, line, reason)."""
+
     images: pd.DataFrame
     truth: pd.DataFrame
     labeled: pd.DataFrame
+    skipped: pd.DataFrame = field(default_factory=empty_skipped)
 
 
-def select_labeled(truth: pd.DataFrame, images: pd.DataFrame, gt_ratio: float, seed: int) -> pd.DataFrame:
+def select_labeled(truth: pd.DataFrame, images: pd.DataFrame, gt_ratio: float, seed: int,
+                   by: str | None = None) -> pd.DataFrame:
     """Choose floor(gt_ratio * N_train) train positives with the seed (semi-supervised mode).
 
     Candidates are taken in ground-id order before the seeded permutation, so the choice depends only on the
-    ids and the seed, never on the order the dataset lists its files in.
+    ids and the seed, never on the order the dataset lists its files in. With `by` (an images column, e.g.
+    VIGOR's `city`) the share is taken per group, floor(gt_ratio * N_group) each, as UCVGL does per city;
+    each group's draw is seeded by (seed, group name), so it does not change when other groups are added.
     """
     if not 0.0 <= gt_ratio <= 1.0:
         raise ValueError(f"rounds.gt_ratio must be within [0, 1], got {gt_ratio}")
-    train_ground = set(images.loc[(images.view == "ground") & (images.split == "train"), "image_id"])
-    pos = truth[(truth.kind == "positive") & truth.ground_id.isin(train_ground)]
+    train = images[(images.view == "ground") & (images.split == "train")]
+    truth = truth[truth.kind == "positive"]
+    if by is None:
+        return _select(truth, train.image_id, gt_ratio, np.random.default_rng(seed))
+    if by not in images.columns:
+        raise ValueError(f"select_labeled: images have no column {by!r} to group by")
+    parts = [_select(truth, ids, gt_ratio, np.random.default_rng([seed, _stable_int(str(group))]))
+             for group, ids in sorted(train.groupby(by).image_id, key=lambda kv: str(kv[0]))]
+    if not parts:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in LABELED_COLUMNS})
+    return pd.concat(parts).sort_values("ground_id").reset_index(drop=True)
+
+
+def _select(positives: pd.DataFrame, train_ground: pd.Series, gt_ratio: float,
+            rng: np.random.Generator) -> pd.DataFrame:
+    train_set = set(train_ground)  # a Python set lookup: pandas' isin on arrow strings is ~10x slower here
+    ids = positives.ground_id.to_numpy(dtype=object)
+    pos = positives[np.fromiter((g in train_set for g in ids), bool, len(ids))]
     pos = pos.sort_values("ground_id").reset_index(drop=True)
     n = int(np.floor(gt_ratio * len(pos) + 1e-9))
-    order = np.random.default_rng(seed).permutation(len(pos))[:n]
+    order = rng.permutation(len(pos))[:n]
     return pos.iloc[np.sort(order)][LABELED_COLUMNS].reset_index(drop=True)
 
 
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
 def write_manifests(m: Manifests, out_dir: str | Path) -> None:
-    """Write the three manifests, rows sorted by id so file order carries no pairing."""
+    """Write the three manifests, rows sorted by id so file order carries no pairing.
+
+    `skipped.csv` (file, line, reason) is always written, header-only when nothing was dropped, so it is a
+    stable artifact a rule can declare.
+    """
     out_dir = Path(out_dir)
     if m.images.image_id.duplicated().any():
         dup = m.images.image_id[m.images.image_id.duplicated()].iloc[0]
@@ -61,6 +98,14 @@ def write_manifests(m: Manifests, out_dir: str | Path) -> None:
     write_parquet(m.truth.sort_values(["ground_id", "satellite_id"]).reset_index(drop=True),
                   out_dir / "truth.parquet")
     write_parquet(m.labeled.sort_values("ground_id").reset_index(drop=True), out_dir / "labeled.parquet")
+    write_skipped(m.skipped, out_dir / "skipped.csv")
+
+
+def write_skipped(skipped: pd.DataFrame | None, path: str | Path) -> None:
+    """Write the dropped entries as CSV, sorted, atomically."""
+    df = empty_skipped() if skipped is None or skipped.empty else skipped[SKIPPED_COLUMNS]
+    with atomic_path(path) as tmp:
+        df.sort_values(SKIPPED_COLUMNS).to_csv(tmp, index=False)
 
 
 def _extra(df: pd.DataFrame, base: list[str]) -> list[str]:

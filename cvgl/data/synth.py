@@ -1,6 +1,9 @@
-"""Synthetic CVUSA-like dataset: a procedural 2.5-D world rendered into the CVUSA on-disk layout.
+"""Synthetic dataset: a procedural 2.5-D world rendered into the CVUSA, CVACT or VIGOR on-disk layout.
 
-Layout written under ``root`` (read by the CVUSA adapter exactly like the real dataset, method.md §1.1)::
+``write_synthetic(cfg, root, seed)`` writes the layout named by ``cfg.layout``: ``"cvusa"`` (default, below),
+``"cvact"`` or ``"vigor"`` (see :mod:`cvgl.data.synth_layouts`). ``write_synthetic_cvusa`` always writes CVUSA.
+
+CVUSA layout written under ``root`` (read by the CVUSA adapter exactly like the real dataset, method.md §1.1)::
 
     splits/train-19zl.csv, splits/val-19zl.csv   no header: bingmap/19/<id>.jpg,streetview/panos/<id>.jpg,
                                                  streetview/annotations/<id>.png (annotations not written)
@@ -37,6 +40,12 @@ from cvgl.data.synth_world import World, WorldSpec, build_world
 from cvgl.geometry import bev_half_extent_m, cvusa_band_height, to_uint8
 
 SPLIT_FILES = {"train": "train-19zl.csv", "test": "val-19zl.csv"}
+#: On-disk layouts ``write_synthetic`` can write (``SynthConfig.layout``).
+LAYOUTS = ("cvusa", "cvact", "vigor")
+#: The four VIGOR cities (method.md §1.3); ``vigor_cities`` picks synthetic areas named after them.
+VIGOR_CITIES = ("Chicago", "NewYork", "SanFrancisco", "Seattle")
+#: Knobs that only matter for the CVACT/VIGOR layouts; left out of the CVUSA ``world.json`` (unchanged bytes).
+_LAYOUT_KEYS = ("layout", "vigor_cities")
 #: Synthetic GPS anchor of the world's origin (for the CVUSA-style location table only).
 ORIGIN_LAT, ORIGIN_LON = 40.0, -90.0
 METRES_PER_DEG_LAT = 111_320.0
@@ -56,11 +65,20 @@ class SynthConfig(WorldSpec, RenderKnobs):
     min_spacing_m: float = 40.0
     # cameras and sensor styles: inherited from RenderKnobs (tile extent = +-camera_height * tan(fov/2))
     jpeg_quality: int = 90
+    # on-disk layout: "cvusa" (CVUSA band panoramas), "cvact" or "vigor" (full 2:1 panoramas)
+    layout: str = "cvusa"
+    # VIGOR only: one synthetic area (its own world) per name, a subset of the four VIGOR cities
+    vigor_cities: tuple[str, ...] = ("Chicago", "NewYork")
+
+    @property
+    def full_panorama(self) -> bool:
+        """True for the layouts with full 2:1 equirectangular panoramas (CVACT, VIGOR)."""
+        return self.layout != "cvusa"
 
     @property
     def pano_height(self) -> int:
-        """Height of the CVUSA band (1232:224 aspect)."""
-        return cvusa_band_height(self.pano_width)
+        """Height of the CVUSA band (1232:224 aspect), or W/2 for a full 2:1 panorama."""
+        return self.pano_width // 2 if self.full_panorama else cvusa_band_height(self.pano_width)
 
     @property
     def tile_half_extent_m(self) -> float:
@@ -71,8 +89,8 @@ class SynthConfig(WorldSpec, RenderKnobs):
         return WorldSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(WorldSpec)})
 
     def render_spec(self, styled: bool = True) -> RenderSpec:
-        names = {f.name for f in dataclasses.fields(RenderSpec)} - {"pano_height", "styled"}
-        return RenderSpec(pano_height=self.pano_height, styled=styled,
+        names = {f.name for f in dataclasses.fields(RenderSpec)} - {"pano_height", "styled", "band"}
+        return RenderSpec(pano_height=self.pano_height, styled=styled, band=not self.full_panorama,
                           **{name: getattr(self, name) for name in names})
 
 
@@ -88,7 +106,13 @@ def synth_config_from_dict(d: dict) -> SynthConfig:
     values = {}
     for key, value in d.items():
         default = fields[key].default
-        if isinstance(default, tuple):
+        if isinstance(default, tuple) and default and isinstance(default[0], str):
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"synth.{key} must be a list of names, got {value!r}")
+            value = tuple(value)
+        elif isinstance(default, tuple):
             if not isinstance(value, (list, tuple)) or len(value) != len(default):
                 raise ValueError(f"synth.{key} must be a list of {len(default)} numbers, got {value!r}")
             value = tuple(float(v) for v in value)
@@ -123,18 +147,29 @@ def _validate(cfg: SynthConfig) -> None:
         raise ValueError(f"synth.fov_deg must be in (0, 180), got {cfg.fov_deg}")
     if not 1 <= cfg.jpeg_quality <= 100:
         raise ValueError(f"synth.jpeg_quality must be in [1, 100], got {cfg.jpeg_quality}")
+    if cfg.layout not in LAYOUTS:
+        raise ValueError(f"synth.layout must be one of {', '.join(LAYOUTS)}, got {cfg.layout!r}")
+    if cfg.full_panorama and cfg.pano_width % 2:
+        raise ValueError(f"synth.pano_width must be even for the 2:1 panoramas of layout {cfg.layout}, "
+                         f"got {cfg.pano_width}")
+    cities = cfg.vigor_cities
+    if not cities or any(c not in VIGOR_CITIES for c in cities) or len(set(cities)) != len(cities):
+        raise ValueError(f"synth.vigor_cities must be distinct names among {', '.join(VIGOR_CITIES)}, "
+                         f"got {list(cities)}")
 
 
 # ------------------------------------------------------------------------------------------ locations
 
 
-def _world_size_m(cfg: SynthConfig, n_locations: int, grow: float) -> tuple[float, float]:
+def _world_size_m(cfg: SynthConfig, n_locations: int, grow: float,
+                  border: float | None = None) -> tuple[float, float]:
     """Square world holding ``n_locations``: road density ~ 2/block, one location per ~1.9 spacings of road
-    (measured: greedy spacing also rejects points across crossings), plus a border so tiles and the
-    panorama's near field stay inside the world."""
+    (measured: greedy spacing also rejects points across crossings), plus a border (default
+    :func:`_border_m`) so tiles and the panorama's near field stay inside the world."""
     block = (cfg.block_min_m + cfg.block_max_m) / 2
     area_per_location = 1.9 * cfg.min_spacing_m * block / 2 / (1 - cfg.road_drop_prob / 2)
-    side = math.sqrt(n_locations * area_per_location) * grow + 2 * _border_m(cfg)
+    border = _border_m(cfg) if border is None else border
+    side = math.sqrt(n_locations * area_per_location) * grow + 2 * border
     return side, side
 
 
@@ -172,13 +207,16 @@ def sample_locations(rng: np.random.Generator, world: World, n: int, min_spacing
     return None
 
 
-def _world_with_locations(cfg: SynthConfig, seed: int, n: int) -> tuple[World, np.ndarray]:
-    """Generate a world big enough for ``n`` locations (grown by 25 % per retry) and sample them."""
+def _world_with_locations(cfg: SynthConfig, seed: int, n: int,
+                          border: float | None = None) -> tuple[World, np.ndarray]:
+    """Generate a world big enough for ``n`` locations (grown by 25 % per retry) and sample them at least
+    ``border`` metres (default :func:`_border_m`) inside its edge."""
+    border = _border_m(cfg) if border is None else border
     grow = 1.0
     for _ in range(8):
         rng = np.random.default_rng(seed)
-        world = build_world(rng, cfg.world_spec(), _world_size_m(cfg, n, grow))
-        locations = sample_locations(rng, world, n, cfg.min_spacing_m, _border_m(cfg))
+        world = build_world(rng, cfg.world_spec(), _world_size_m(cfg, n, grow, border))
+        locations = sample_locations(rng, world, n, cfg.min_spacing_m, border)
         if locations is not None:
             return world, locations
         grow *= 1.25
@@ -188,19 +226,37 @@ def _world_with_locations(cfg: SynthConfig, seed: int, n: int) -> tuple[World, n
 # ------------------------------------------------------------------------------------------ writing
 
 
-def write_synthetic_cvusa(cfg: SynthConfig, root: Path, seed: int, progress: bool = True) -> None:
-    """Generate the synthetic world and write it in the CVUSA layout under ``root``, atomically.
+def write_synthetic(cfg: SynthConfig, root: Path, seed: int, progress: bool = True) -> None:
+    """Generate the synthetic world(s) and write them in the layout ``cfg.layout`` under ``root``, atomically.
 
     Everything is built in ``<root>.tmp-<pid>`` and moved onto ``root`` at the end, so an interrupted run
     leaves no half-written dataset. Same ``cfg`` and ``seed`` give byte-identical files.
     """
-    root = Path(root)
+    if cfg.layout == "cvusa":
+        writer = _write_dataset
+    elif cfg.layout == "cvact":
+        from cvgl.data.synth_layouts import write_cvact_dataset as writer
+    elif cfg.layout == "vigor":
+        from cvgl.data.synth_layouts import write_vigor_dataset as writer
+    else:
+        raise ValueError(f"synth.layout must be one of {', '.join(LAYOUTS)}, got {cfg.layout!r}")
+    _write_atomically(writer, cfg, Path(root), seed, progress)
+
+
+def write_synthetic_cvusa(cfg: SynthConfig, root: Path, seed: int, progress: bool = True) -> None:
+    """Generate the synthetic world and write it in the CVUSA layout under ``root`` (whatever ``cfg.layout``
+    says), atomically; same ``cfg`` and ``seed`` give byte-identical files (see :func:`write_synthetic`)."""
+    _write_atomically(_write_dataset, dataclasses.replace(cfg, layout="cvusa"), Path(root), seed, progress)
+
+
+def _write_atomically(writer, cfg: SynthConfig, root: Path, seed: int, progress: bool) -> None:
+    """Run ``writer(cfg, tmp, seed, progress)`` into ``<root>.tmp-<pid>``, then move it onto ``root``."""
     tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _write_dataset(cfg, tmp, seed, progress)
+        writer(cfg, tmp, seed, progress)
         _replace_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -253,12 +309,17 @@ def _write_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool) -> No
         # The next world starts beyond a gap of two tile widths: no tile can straddle both.
         x_offset += world.size_m[0] + 4 * cfg.tile_half_extent_m
     _write_locations(out, sorted(rows))
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    config = {k: v for k, v in config_dict(cfg).items() if k not in _LAYOUT_KEYS}
     (out / "world.json").write_text(json.dumps(
         {"generator": "cvgl.data.synth", "layout": "CVUSA", "seed": seed, "config": config,
          "pano_size": [cfg.pano_width, cfg.pano_height], "tile_half_extent_m": cfg.tile_half_extent_m,
          "worlds": meta}, indent=2) + "\n")
     reporter.done()
+
+
+def config_dict(cfg: SynthConfig) -> dict:
+    """The config as a JSON-ready mapping (tuples as lists), in field order."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def _save_jpeg(image: np.ndarray, path: Path, quality: int) -> None:

@@ -1,8 +1,9 @@
-"""Rendering of the synthetic world: north-up satellite tiles and CVUSA-band ground panoramas.
+"""Rendering of the synthetic world: north-up satellite tiles and ground panoramas (CVUSA band or full 2:1).
 
 Both renderers use the conventions of :mod:`cvgl.geometry`, so that ``project_to_bev`` of a panorama of a flat
 world reproduces its (unstyled) tile: tile pixels sit at :func:`bev_ground_offsets_m`, panorama columns look
-along :func:`pano_column_azimuth` and rows along :func:`pano_row_depression` (CVUSA band placement).
+along :func:`pano_column_azimuth` and rows along :func:`pano_row_depression` (CVUSA band placement when
+``RenderSpec.band``, else the full -90..+90 degree equirectangular rows of CVACT/VIGOR).
 
 The panorama is ray-marched per azimuth column over the height maps (vectorised over all columns): the
 elevation angle of every sample's top is accumulated with a running maximum, and the first sample whose
@@ -31,7 +32,10 @@ CAR_COLOURS = np.array([[235, 235, 235], [30, 30, 34], [128, 130, 134], [170, 40
                         [200, 200, 205], [90, 92, 96]], np.float32)
 #: Ray slopes (tan of the elevation) are clipped to +-_SLOPE_CLIP: far steeper than any band row, so the
 #: clipping never changes a comparison, and the per-column ranges stay bounded for :func:`_first_crossing`.
+#: Full panoramas have steeper rows (up to the zenith/nadir); their queries are clipped just beyond the range
+#: (+-_QUERY_CLIP), which keeps the exact answers "never" (steeper up) and "first sample" (steeper down).
 _SLOPE_CLIP = 20.0
+_QUERY_CLIP = _SLOPE_CLIP + 0.5
 _COLUMN_STRIDE = 2 * _SLOPE_CLIP + 1.0
 
 
@@ -72,6 +76,9 @@ class RenderSpec(RenderKnobs):
     """What the renderer needs: the knobs plus the derived panorama height and the style switch."""
 
     pano_height: int = 93
+    #: True: a CVUSA band of a W x W/2 canvas (``pano_height`` rows placed as in method.md §2.1); False: the
+    #: full equirectangular panorama, rows spanning -90..+90 degrees (CVACT, VIGOR; ``pano_height`` = W/2).
+    band: bool = True
     #: False renders bare geometry (geometry tests): no fog, GPS offset, compass error, cars, shadows or
     #: sensor styles.
     styled: bool = True
@@ -288,7 +295,8 @@ def _first_crossing(slope: np.ndarray, tan_beta: np.ndarray) -> np.ndarray:
     cols, samples = slope.shape
     offset = _COLUMN_STRIDE * np.arange(cols)[:, None]
     running = np.maximum.accumulate(np.clip(slope, -_SLOPE_CLIP, _SLOPE_CLIP), axis=1) + offset
-    idx = np.searchsorted(running.ravel(), (tan_beta[None, :] + offset).ravel(), side="left")
+    query = np.clip(tan_beta, -_QUERY_CLIP, _QUERY_CLIP)[None, :] + offset
+    idx = np.searchsorted(running.ravel(), query.ravel(), side="left")
     return idx.reshape(cols, tan_beta.size) - np.arange(cols)[:, None] * samples
 
 
@@ -327,7 +335,7 @@ def _cast_rays(world: World, x: float, y: float, spec: RenderSpec, heading: floa
     H, W, ss = spec.pano_height, spec.pano_width, spec.pano_row_supersample
     psi = pano_column_azimuth(np.arange(W), W) + heading
     sub_rows = (np.arange(H * ss) + 0.5) / ss - 0.5
-    tan_beta = np.tan(-pano_row_depression(sub_rows, (H, W), band=True))[None, :]
+    tan_beta = np.tan(-pano_row_depression(sub_rows, (H, W), band=spec.band))[None, :]
     d = _march_distances(spec.max_view_distance_m)
     sin_psi, cos_psi = np.sin(psi)[:, None], np.cos(psi)[:, None]
     r, c = world.to_pixel(x + sin_psi * d[None, :], y + cos_psi * d[None, :])
@@ -339,7 +347,8 @@ def _cast_rays(world: World, x: float, y: float, spec: RenderSpec, heading: floa
 
 def render_panorama(world: World, pyramid: GroundMipmap, x: float, y: float, spec: RenderSpec,
                     rng: np.random.Generator) -> np.ndarray:
-    """CVUSA-band panorama (H, W, 3) float of the camera at (x, y), ``camera_height`` above the ground."""
+    """Panorama (H, W, 3) float of the camera at (x, y), ``camera_height`` above the ground: the CVUSA band or,
+    with ``spec.band`` False, the full 2:1 equirectangular panorama (centre column north in both)."""
     heading = math.radians(rng.normal(0.0, spec.cam_heading_jitter_deg)) if spec.styled else 0.0
     rays = _cast_rays(world, x, y, spec, heading)
     colour = _sky(rng, rays.tan_beta[0], spec)

@@ -37,15 +37,23 @@ def dataset_root():
 
 
 def dataset_inputs():
-    """What the manifest depends on: the rendered world, or a real dataset's split files."""
-    if config["dataset"]["name"] == "synth":
+    """What the manifest depends on: the rendered world, or a real dataset's split files (published layout)."""
+    name = config["dataset"]["name"]
+    if name == "synth":
         return [f"{RESULTS}/dataset"]
-    root = dataset_root()
-    splits = [f"{root}/splits/train-19zl.csv", f"{root}/splits/val-19zl.csv"]
+    root = Path(dataset_root())
+    if name == "cvusa":
+        splits = [root / "splits/train-19zl.csv", root / "splits/val-19zl.csv"]
+    elif name == "cvact":
+        splits = [root / "ACT_data.mat"]
+    else:  # vigor: every split file of every city present (the adapter checks the selected ones)
+        splits = sorted((root / "splits").glob("*/*.txt"))
+        if not splits:
+            raise WorkflowError(f"dataset.root: no VIGOR split files under {root / 'splits'}/<City>/")
     for s in splits:
-        if not Path(s).exists():
-            raise WorkflowError(f"dataset.root: split file {s} does not exist (CVUSA layout expected)")
-    return splits
+        if not s.exists():
+            raise WorkflowError(f"dataset.root: {s} does not exist ({name} layout expected)")
+    return [str(s) for s in splits]
 
 
 def image_size(view):

@@ -26,8 +26,9 @@ rule manifest:
         images=f"{RESULTS}/manifest/images.parquet",
         truth=f"{RESULTS}/manifest/truth.parquet",
         labeled=f"{RESULTS}/manifest/labeled.parquet",
+        skipped=f"{RESULTS}/manifest/skipped.csv",
     params:
-        cfg=as_json(config["dataset"]),
+        cfg=as_json({**config["dataset"], "layout": config["synth"].get("layout", "cvusa")}),
         root=dataset_root(),
         gt_ratio=config["rounds"]["gt_ratio"],
         seed=config["seed"],

@@ -1,0 +1,459 @@
+"""CVUSA, CVACT and VIGOR adapters on tiny fixtures in the published layouts, including bad data.
+
+Fixtures use the real file names and split formats (ACT_data.mat written with scipy the way MATLAB stores it:
+`panoIds` a char matrix, `trainSet`/`valSet` 1x1 structs whose index fields are 1-based double column vectors).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io as sio
+from PIL import Image
+
+from cvgl.data.cvact import build_cvact_manifests
+from cvgl.data.cvusa import build_cvusa_manifests
+from cvgl.data.manifest import Manifests, read_images, read_truth, write_manifests
+from cvgl.data.vigor import CITIES, build_vigor_manifests
+from tests.fixtures import write_cvusa_fixture
+
+RNG = np.random.default_rng(0)
+ALPHABET = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"))
+
+
+def _image(path: Path, hw: tuple[int, int] = (8, 16)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(RNG.integers(0, 256, (*hw, 3), dtype=np.uint8)).save(path)
+
+
+def _pano_id(n: int = 22) -> str:
+    return "".join(RNG.choice(ALPHABET, n))
+
+
+def _paths(m: Manifests) -> pd.Series:
+    return m.images.set_index("image_id").path
+
+
+def _truth_paths(m: Manifests, kind: str = "positive") -> set[tuple[str, str]]:
+    path, t = _paths(m), m.truth[m.truth.kind == kind]
+    return {(path[g], path[s]) for g, s in zip(t.ground_id, t.satellite_id, strict=True)}
+
+
+def _assert_opaque(m: Manifests) -> None:
+    """Ids are unique salted hashes: view letter + 16 hex digits, nothing of the file name, no shared digest."""
+    assert m.images.image_id.is_unique
+    assert m.images.image_id.str.fullmatch(r"[gs][0-9a-f]{16}").all()
+    assert all(g[1:] != s[1:] for g, s in zip(m.truth.ground_id, m.truth.satellite_id, strict=True))
+
+
+# ----------------------------------------------------------------------------------------------------- CVACT
+
+
+def write_cvact_fixture(root: Path, n_train: int = 6, n_val: int = 3, n_unused: int = 2, cell: bool = False,
+                        test_full: int = 0, test_full_dir: bool = True) -> dict[str, list[str]]:
+    """ACT_data.mat + streetview/ + satview_polish/ (+ ANU_data_test/ and valSetAll when `test_full`)."""
+    n_all = n_train + n_val + n_unused + test_full
+    ids = [_pano_id(22 - (i % 3)) for i in range(n_all)]  # varying length: char-matrix rows get padded
+    order = RNG.permutation(n_all)  # splits index panoIds out of order, as in the release
+    split_ids = {"train": [ids[i] for i in order[:n_train]], "test": [ids[i] for i in order[n_train:n_train + n_val]],
+                 "test_full": [ids[i] for i in order[n_all - test_full:]] if test_full else []}
+    for split, pids in split_ids.items():
+        base = root / "ANU_data_test" if split == "test_full" and test_full_dir else root
+        for pid in pids:
+            _image(base / "streetview" / f"{pid}_grdView.jpg", (8, 16))
+            _image(base / "satview_polish" / f"{pid}_satView_polish.jpg", (8, 8))
+
+    def col(split: str) -> np.ndarray:  # 1-based double column vector, like MATLAB's find()
+        return np.array([ids.index(p) + 1 for p in split_ids[split]], dtype=np.float64).reshape(-1, 1)
+
+    mat: dict = {
+        "panoIds": np.array(ids, dtype=object).reshape(-1, 1) if cell else np.array(ids),
+        # field #1 is unused by every reader (its name here is a placeholder); #2 is the index vector
+        "trainSet": {"trainNum": float(n_train), "trainInd": col("train")},
+        "valSet": {"valNum": float(n_val), "valInd": col("test")},
+        "utm": RNG.normal(size=(n_all, 2)) * 1000,
+    }
+    if test_full:
+        mat["valSetAll"] = {"valNum": float(test_full), "valInd": col("test_full")}
+    root.mkdir(parents=True, exist_ok=True)
+    sio.savemat(root / "ACT_data.mat", mat)
+    return split_ids
+
+
+@pytest.mark.parametrize("cell", [False, True])
+def test_cvact_lists_train_and_val_pairs(tmp_path: Path, cell: bool) -> None:
+    root = tmp_path / "CVACT"
+    split_ids = write_cvact_fixture(root, cell=cell)
+    m = build_cvact_manifests(root, gt_ratio=0.5, seed=0)
+    counts = m.images.groupby(["split", "view"]).size().to_dict()
+    assert counts == {("test", "ground"): 3, ("test", "satellite"): 3, ("train", "ground"): 6,
+                      ("train", "satellite"): 6}
+    _assert_opaque(m)
+    expected = {(f"streetview/{p}_grdView.jpg", f"satview_polish/{p}_satView_polish.jpg")
+                for s in ("train", "test") for p in split_ids[s]}
+    assert _truth_paths(m) == expected
+    split = m.images.set_index("image_id").split
+    assert {split[g] for g in m.truth.ground_id} == {"train", "test"}
+    assert all(split[g] == split[s] for g, s in zip(m.truth.ground_id, m.truth.satellite_id, strict=True))
+    assert len(m.labeled) == 3 and (split[m.labeled.ground_id] == "train").all()
+    assert m.skipped.empty and list(m.skipped.columns) == ["file", "line", "reason"]
+
+
+def test_cvact_mat_missing_fields_are_named(tmp_path: Path) -> None:
+    root = tmp_path / "CVACT"
+    write_cvact_fixture(root)
+    mat = sio.loadmat(root / "ACT_data.mat")
+    sio.savemat(root / "ACT_data.mat", {k: v for k, v in mat.items() if not k.startswith("__") and k != "valSet"})
+    for strict in (True, False):
+        with pytest.raises(ValueError, match=r"ACT_data\.mat: missing field 'valSet'"):
+            build_cvact_manifests(root, gt_ratio=0.0, seed=0, strict=strict)
+    mat["trainSet"] = {"trainNum": 1.0, "idx": np.array([[1.0]])}
+    sio.savemat(root / "ACT_data.mat", {k: v for k, v in mat.items() if not k.startswith("__")})
+    with pytest.raises(ValueError, match=r"ACT_data\.mat: missing field trainSet\.trainInd"):
+        build_cvact_manifests(root, gt_ratio=0.0, seed=0)
+    (root / "ACT_data.mat").write_bytes(b"not a mat file at all" * 10)
+    with pytest.raises(ValueError, match=r"ACT_data\.mat: not a readable MATLAB"):
+        build_cvact_manifests(root, gt_ratio=0.0, seed=0)
+
+
+def test_cvact_v73_needs_h5py(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "CVACT"
+    root.mkdir()
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2018 HDF5 schema 1.00 ."
+    (root / "ACT_data.mat").write_bytes(header.ljust(116, b" ") + b"\0" * 8 + b"\x00\x02IM" + b"\0" * 384)
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py -> ImportError
+    with pytest.raises(ValueError, match=r"ACT_data\.mat: is a MATLAB v7\.3 .*needs h5py"):
+        build_cvact_manifests(root, gt_ratio=0.0, seed=0)
+
+
+def test_cvact_v73_read_with_h5py(tmp_path: Path) -> None:
+    h5py = pytest.importorskip("h5py")
+    root = tmp_path / "CVACT"
+    split_ids = write_cvact_fixture(root)
+    mat = sio.loadmat(root / "ACT_data.mat", squeeze_me=True, struct_as_record=False)
+    ids = [str(s).strip() for s in mat["panoIds"]]
+    (root / "ACT_data.mat").unlink()
+    with h5py.File(root / "ACT_data.mat", "w", userblock_size=512) as f:  # MATLAB's v7.3 layout
+        width = max(map(len, ids))
+        chars = np.array([[ord(c) for c in s.ljust(width)] for s in ids], dtype=np.uint16).T  # stored (L, N)
+        f.create_dataset("panoIds", data=chars).attrs["MATLAB_class"] = np.bytes_(b"char")
+        for name, field in (("trainSet", "trainInd"), ("valSet", "valInd")):
+            g = f.create_group(name)
+            g.attrs["MATLAB_class"] = np.bytes_(b"struct")
+            g.create_dataset(field, data=getattr(mat[name], field).reshape(1, -1).astype(np.float64))
+    with open(root / "ACT_data.mat", "r+b") as fh:
+        fh.write(b"MATLAB 7.3 MAT-file".ljust(116, b" ") + b"\0" * 8 + b"\x00\x02IM")
+    m = build_cvact_manifests(root, gt_ratio=0.0, seed=0)
+    assert {p.split("/")[1].split("_grdView")[0] for p in m.images[m.images.view == "ground"].path} == \
+        set(split_ids["train"]) | set(split_ids["test"])
+
+
+def test_cvact_bad_entries_raise_or_skip(tmp_path: Path) -> None:
+    root = tmp_path / "CVACT"
+    split_ids = write_cvact_fixture(root)
+    gone = split_ids["train"][2]
+    (root / "streetview" / f"{gone}_grdView.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"ACT_data\.mat:3: .*{gone}_grdView\.jpg does not exist"):
+        build_cvact_manifests(root, gt_ratio=0.0, seed=0)
+    m = build_cvact_manifests(root, gt_ratio=0.0, seed=0, strict=False)
+    assert (m.images.split == "train").sum() == 2 * 5 and len(m.skipped) == 1
+    assert m.skipped.iloc[0].to_dict() == {"file": "ACT_data.mat", "line": 3,
+                                          "reason": m.skipped.iloc[0].reason}
+    assert gone in m.skipped.iloc[0].reason
+    # an index outside panoIds
+    mat = sio.loadmat(root / "ACT_data.mat")
+    mat["valSet"][0, 0]["valInd"] = np.vstack([mat["valSet"][0, 0]["valInd"], [[999.0]]])
+    sio.savemat(root / "ACT_data.mat", {k: v for k, v in mat.items() if not k.startswith("__")})
+    with pytest.raises(ValueError, match=r"ACT_data\.mat:4: valSet\.valInd\(4\) = 999"):
+        build_cvact_manifests(root, gt_ratio=0.0, seed=0, check_files=False)
+    m = build_cvact_manifests(root, gt_ratio=0.0, seed=0, strict=False)
+    assert len(m.skipped) == 2 and (m.images.split == "test").sum() == 2 * 3
+
+
+def test_cvact_test_full_from_mat_or_folder(tmp_path: Path) -> None:
+    root = tmp_path / "CVACT"
+    split_ids = write_cvact_fixture(root, test_full=4)
+    assert "test_full" not in set(build_cvact_manifests(root, gt_ratio=0.0, seed=0).images.split)
+    m = build_cvact_manifests(root, gt_ratio=0.0, seed=0, include_test=True)
+    full = m.images[m.images.split == "test_full"]
+    assert len(full) == 8 and full.path.str.startswith("ANU_data_test/").all()
+    assert {p for p, _ in _truth_paths(m) if p.startswith("ANU")} == \
+        {f"ANU_data_test/streetview/{p}_grdView.jpg" for p in split_ids["test_full"]}
+    # Sample4Geo's layout: no index field, ids = files present in both ANU_data_test folders
+    mat = sio.loadmat(root / "ACT_data.mat")
+    sio.savemat(root / "ACT_data.mat", {k: v for k, v in mat.items() if not k.startswith("__") and k != "valSetAll"})
+    orphan = root / "ANU_data_test" / "streetview" / "orphanid_grdView.jpg"
+    _image(orphan)
+    with pytest.raises(FileNotFoundError, match=r"orphanid_grdView\.jpg: no matching image"):
+        build_cvact_manifests(root, gt_ratio=0.0, seed=0, include_test=True)
+    m = build_cvact_manifests(root, gt_ratio=0.0, seed=0, include_test=True, strict=False)
+    assert (m.images.split == "test_full").sum() == 8 and len(m.skipped) == 1
+    _assert_opaque(m)
+    # neither a field nor the folder
+    write_cvact_fixture(tmp_path / "plain")
+    with pytest.raises(ValueError, match=r"ACT_data\.mat: include_test needs CVACT_test: missing field valSetAll"):
+        build_cvact_manifests(tmp_path / "plain", gt_ratio=0.0, seed=0, include_test=True)
+
+
+def test_cvact_test_full_may_repeat_val_but_not_train(tmp_path: Path) -> None:
+    root = tmp_path / "CVACT"
+    write_cvact_fixture(root, test_full=3, test_full_dir=False)
+    mat = sio.loadmat(root / "ACT_data.mat")
+    full = mat["valSetAll"][0, 0]
+    full["valInd"] = np.vstack([full["valInd"], mat["valSet"][0, 0]["valInd"]])  # CVACT_val inside CVACT_test
+    sio.savemat(root / "ACT_data.mat", {k: v for k, v in mat.items() if not k.startswith("__")})
+    m = build_cvact_manifests(root, gt_ratio=0.0, seed=0, include_test=True)
+    assert (m.images.split == "test_full").sum() == 2 * 6 and m.images.image_id.is_unique  # split-scoped ids
+    full["valInd"] = np.vstack([full["valInd"], mat["trainSet"][0, 0]["trainInd"][:1]])  # a train pano: a leak
+    sio.savemat(root / "ACT_data.mat", {k: v for k, v in mat.items() if not k.startswith("__")})
+    with pytest.raises(ValueError, match=r"ACT_data\.mat:7: valSetAll\.valInd\(7\): .*already listed in split train"):
+        build_cvact_manifests(root, gt_ratio=0.0, seed=0, include_test=True)
+
+
+# ----------------------------------------------------------------------------------------------------- VIGOR
+
+
+def _tile(city_i: int, k: int) -> str:
+    return f"satellite_{40 + city_i}.{k:06d}_-{80 + city_i}.{k:06d}.png"
+
+
+def write_vigor_fixture(root: Path, cities: tuple[str, ...] = CITIES, n_tiles: int = 8,
+                        n_train: dict[str, int] | None = None, n_test: int = 3) -> dict[str, dict[str, list[list]]]:
+    """splits/<City>/{satellite_list, same_area_balanced_*, pano_label_balanced}.txt + <City>/{satellite,panorama}/.
+
+    Each panorama gets a positive and three semi-positives (distinct tiles); tile 0 is the positive of the
+    first two panoramas of each file (a shared tile). Returns city -> split -> rows (13 fields each).
+    """
+    n_train = n_train or {}
+    out: dict[str, dict[str, list[list]]] = {}
+    for ci, city in enumerate(cities):
+        tiles = [_tile(ci, k) for k in range(n_tiles)]
+        for t in tiles:
+            _image(root / city / "satellite" / t, (8, 8))
+        (root / "splits" / city).mkdir(parents=True, exist_ok=True)
+        (root / "splits" / city / "satellite_list.txt").write_text("\n".join(tiles) + "\n")
+        out[city] = {}
+        for split, n in (("train", n_train.get(city, 4)), ("test", n_test)):
+            rows = []
+            for j in range(n):
+                pano = f"{_pano_id()},{40 + ci}.{j:06d},-{80 + ci}.{j:06d},.jpg"
+                _image(root / city / "panorama" / pano, (8, 16))
+                picks = [0 if j < 2 else int(RNG.integers(n_tiles))]
+                picks += [int(t) for t in RNG.permutation([t for t in range(n_tiles) if t != picks[0]])[:3]]
+                row: list = [pano]
+                for t in picks:
+                    row += [tiles[t], round(float(RNG.uniform(-320, 320)), 4), round(float(RNG.uniform(-320, 320)), 4)]
+                rows.append(row)
+            (root / "splits" / city / f"same_area_balanced_{split}.txt").write_text(
+                "".join(" ".join(map(str, r)) + "\n" for r in rows))
+            out[city][split] = rows
+        (root / "splits" / city / "pano_label_balanced.txt").write_text(
+            "".join(" ".join(map(str, r)) + "\n" for s in ("train", "test") for r in out[city][s]))
+    return out
+
+
+def test_vigor_same_area_lists_all_tiles_and_semi_positives(tmp_path: Path) -> None:
+    root = tmp_path / "VIGOR"
+    rows = write_vigor_fixture(root, n_tiles=8, n_test=3)
+    m = build_vigor_manifests(root, gt_ratio=0.0, seed=0)
+    _assert_opaque(m)
+    counts = m.images.groupby(["split", "view"]).size().to_dict()
+    assert counts == {("train", "ground"): 16, ("train", "satellite"): 32, ("test", "ground"): 12,
+                      ("test", "satellite"): 32}
+    # the same tile file is listed in both splits with two different ids
+    sat = m.images[m.images.view == "satellite"]
+    assert sat.path.nunique() == 32 and set(sat.groupby("path").split.nunique()) == {2}
+    # truth: one positive and three semi-positives per panorama, offsets kept as floats
+    assert (m.truth.groupby("ground_id").kind.apply(lambda k: sorted(k)) ==
+            [["positive"] + ["semi_positive"] * 3] * 28).all()
+    assert m.truth.dx.dtype == np.float64 and m.truth.dy.dtype == np.float64
+    path, split, city = (m.images.set_index("image_id")[c] for c in ("path", "split", "city"))
+    expected = {(f"{c}/panorama/{r[0]}", f"{c}/satellite/{r[1 + 3 * k]}", "positive" if k == 0 else "semi_positive",
+                 r[2 + 3 * k], r[3 + 3 * k]) for c in rows for s in rows[c] for r in rows[c][s] for k in range(4)}
+    got = {(path[g], path[s], kind, dx, dy) for g, s, kind, dx, dy in m.truth.itertuples(index=False)}
+    assert got == expected
+    assert all(split[g] == split[s] and city[g] == city[s] for g, s in zip(m.truth.ground_id, m.truth.satellite_id,
+                                                                          strict=True))
+    # shared tile: tile 0 of each city is the positive of two train panoramas, i.e. the same satellite id
+    pos = m.truth[m.truth.kind == "positive"]
+    shared = pos.groupby("satellite_id").size()
+    assert (shared >= 2).sum() >= 8  # 4 cities x 2 splits
+    # write_manifests keeps the extra columns and always writes skipped.csv
+    write_manifests(m, tmp_path / "manifest")
+    assert "city" in read_images(tmp_path / "manifest").columns
+    assert {"dx", "dy"} <= set(read_truth(tmp_path / "manifest").columns)
+    assert (tmp_path / "manifest" / "skipped.csv").read_text().strip() == "file,line,reason"
+
+
+def test_vigor_labeled_subset_is_per_city(tmp_path: Path) -> None:
+    root = tmp_path / "VIGOR"
+    write_vigor_fixture(root, n_train={"Chicago": 10, "NewYork": 5, "SanFrancisco": 3, "Seattle": 7})
+    m = build_vigor_manifests(root, gt_ratio=0.5, seed=3)
+    city = m.images.set_index("image_id").city
+    assert m.labeled.ground_id.map(city).value_counts().to_dict() == {"Chicago": 5, "NewYork": 2,
+                                                                     "SanFrancisco": 1, "Seattle": 3}
+    pos = set(map(tuple, m.truth[m.truth.kind == "positive"][["ground_id", "satellite_id"]].values))
+    assert set(map(tuple, m.labeled.values)) <= pos
+    assert m.labeled.equals(build_vigor_manifests(root, gt_ratio=0.5, seed=3).labeled)
+    assert not m.labeled.equals(build_vigor_manifests(root, gt_ratio=0.5, seed=4).labeled)
+    # a city's draw does not depend on which other cities are selected
+    only = build_vigor_manifests(root, gt_ratio=0.5, seed=3, cities=("Chicago",))
+    chicago = m.labeled[m.labeled.ground_id.map(city) == "Chicago"].reset_index(drop=True)
+    assert only.labeled.equals(chicago)
+
+
+def test_vigor_cross_area_assigns_cities(tmp_path: Path) -> None:
+    root = tmp_path / "VIGOR"
+    write_vigor_fixture(root, n_tiles=6, n_test=2)
+    m = build_vigor_manifests(root, gt_ratio=0.0, seed=0, protocol="cross_area")
+    by = m.images.groupby(["split", "view"]).city.apply(lambda c: sorted(set(c))).to_dict()
+    assert by[("train", "ground")] == by[("train", "satellite")] == ["NewYork", "Seattle"]
+    assert by[("test", "ground")] == by[("test", "satellite")] == ["Chicago", "SanFrancisco"]
+    assert ((m.images.split == "train") & (m.images.view == "ground")).sum() == 2 * 6  # all panos of the city
+    two = build_vigor_manifests(root, gt_ratio=0.0, seed=0, cities=("Chicago", "NewYork"), protocol="cross_area")
+    assert set(two.images.groupby("split").city.apply(lambda c: tuple(sorted(set(c))))) == {("NewYork",),
+                                                                                          ("Chicago",)}
+    with pytest.raises(ValueError, match="none of the selected cities"):
+        build_vigor_manifests(root, gt_ratio=0.0, seed=0, cities=("Chicago",), protocol="cross_area")
+    with pytest.raises(ValueError, match="protocol"):
+        build_vigor_manifests(root, gt_ratio=0.0, seed=0, protocol="same-area")
+    with pytest.raises(ValueError, match="cities"):
+        build_vigor_manifests(root, gt_ratio=0.0, seed=0, cities=("Paris",))
+
+
+def test_vigor_bad_lines_raise_or_skip(tmp_path: Path) -> None:
+    root = tmp_path / "VIGOR"
+    write_vigor_fixture(root, cities=("Chicago", "Seattle"))
+    train = root / "splits" / "Chicago" / "same_area_balanced_train.txt"
+    lines = train.read_text().splitlines()
+    lines[2] = " ".join(lines[2].split()[:12])  # line 3: a column lost
+    lines[3] = lines[3].replace(lines[3].split()[1], "satellite_0.0_0.0.png")  # line 4: tile not listed
+    train.write_text("\n".join(lines) + "\n")
+    kw = {"gt_ratio": 0.0, "seed": 0, "cities": ("Chicago", "Seattle")}
+    with pytest.raises(ValueError, match=r"same_area_balanced_train\.txt:3: expected 13 .* found 12"):
+        build_vigor_manifests(root, **kw)
+    m = build_vigor_manifests(root, strict=False, **kw)
+    assert m.skipped.line.tolist() == [3, 4]
+    assert set(m.skipped.file) == {"splits/Chicago/same_area_balanced_train.txt"}
+    assert ((m.images.split == "train") & (m.images.view == "ground")).sum() == 8 - 2
+    # a missing tile file drops the tile and every panorama that needs it; a missing panorama drops itself
+    (root / "Seattle" / "satellite" / _tile(1, 0)).unlink()
+    pano = (root / "splits" / "Seattle" / "same_area_balanced_test.txt").read_text().split()[0]
+    (root / "Seattle" / "panorama" / pano).unlink()
+    with pytest.raises(FileNotFoundError, match=r"Seattle/satellite_list\.txt:1: .*does not exist"):
+        build_vigor_manifests(root, **kw)
+    m = build_vigor_manifests(root, strict=False, **kw)
+    reasons = m.skipped.groupby("file").size().to_dict()
+    assert reasons["splits/Seattle/satellite_list.txt"] == 1
+    seattle_tiles = m.images[(m.images.city == "Seattle") & (m.images.view == "satellite")]
+    assert len(seattle_tiles) == 2 * 7
+    # tile 0 was the positive of panoramas 1-2 of both Seattle files (and maybe a semi-positive of others)
+    assert reasons["splits/Seattle/same_area_balanced_train.txt"] >= 2
+    assert reasons["splits/Seattle/same_area_balanced_test.txt"] >= 2  # incl. the missing panorama
+    write_manifests(m, tmp_path / "manifest")
+    skipped = pd.read_csv(tmp_path / "manifest" / "skipped.csv")
+    assert list(skipped.columns) == ["file", "line", "reason"] and len(skipped) == len(m.skipped)
+
+
+def test_vigor_empty_split_of_one_city(tmp_path: Path) -> None:
+    root = tmp_path / "VIGOR"
+    write_vigor_fixture(root, cities=("Chicago", "NewYork"))
+    (root / "splits" / "NewYork" / "same_area_balanced_test.txt").write_text("\n")
+    kw = {"gt_ratio": 0.0, "seed": 0, "cities": ("Chicago", "NewYork")}
+    with pytest.raises(ValueError, match=r"NewYork/same_area_balanced_test\.txt: split file is empty"):
+        build_vigor_manifests(root, **kw)
+    m = build_vigor_manifests(root, strict=False, **kw)
+    assert m.skipped.to_dict("records") == [{"file": "splits/NewYork/same_area_balanced_test.txt", "line": 0,
+                                             "reason": "split file is empty"}]
+    test_ground = m.images[(m.images.split == "test") & (m.images.view == "ground")]
+    assert set(test_ground.city) == {"Chicago"}
+    (root / "splits" / "Chicago" / "same_area_balanced_test.txt").write_text("")
+    with pytest.raises(ValueError, match=r"no usable pairs left in split\(s\) \['test'\]"):
+        build_vigor_manifests(root, strict=False, **kw)
+
+
+def test_vigor_listing_does_not_depend_on_file_order(tmp_path: Path) -> None:
+    root = tmp_path / "VIGOR"
+    write_vigor_fixture(root, cities=("Chicago", "Seattle"))
+    a = build_vigor_manifests(root, gt_ratio=0.5, seed=1, cities=("Seattle", "Chicago"))
+    for f in (root / "splits").glob("*/*.txt"):
+        lines = f.read_text().splitlines()
+        random.Random(0).shuffle(lines)
+        f.write_text("\n".join(lines) + "\n")
+    b = build_vigor_manifests(root, gt_ratio=0.5, seed=1, cities=("Chicago", "Seattle"))
+    for x, y in ((a.images, b.images), (a.truth, b.truth), (a.labeled, b.labeled)):
+        pd.testing.assert_frame_equal(x, y)
+
+
+# ----------------------------------------------------------------------------------------------------- CVUSA
+
+
+def test_cvusa_skips_bad_rows_when_not_strict(tmp_path: Path) -> None:
+    root = tmp_path / "CVUSA"
+    write_cvusa_fixture(root, n_train=6, n_test=3, pano_hw=(8, 16), tile=8)
+    split = root / "splits" / "train-19zl.csv"
+    split.write_text(split.read_text() + "bingmap/19/0000099.jpg,streetview/panos/0000099.jpg\n")
+    (root / "streetview/panos/0000008.jpg").unlink()  # a test row (line 2 of val-19zl.csv)
+    with pytest.raises(ValueError, match=r"train-19zl\.csv:7: expected 3"):
+        build_cvusa_manifests(root, gt_ratio=0.0, seed=0)
+    m = build_cvusa_manifests(root, gt_ratio=0.0, seed=0, strict=False)
+    assert m.skipped[["file", "line"]].values.tolist() == [["splits/train-19zl.csv", 7],
+                                                           ["splits/val-19zl.csv", 2]]
+    assert "0000008.jpg does not exist" in m.skipped.reason.iloc[1]
+    assert m.images.groupby("split").size().to_dict() == {"train": 12, "test": 4}
+    write_manifests(m, tmp_path / "manifest")
+    assert len(pd.read_csv(tmp_path / "manifest" / "skipped.csv")) == 2
+    # the old 4-argument call still works (and is strict)
+    with pytest.raises(ValueError, match="expected 3"):
+        build_cvusa_manifests(root, 0.0, 0, True)
+    assert len(build_cvusa_manifests(root, 0.0, 0, False, strict=False).images) == 18
+
+
+def test_cvusa_empty_split(tmp_path: Path) -> None:
+    root = tmp_path / "CVUSA"
+    write_cvusa_fixture(root, n_train=3, n_test=2, pano_hw=(8, 16), tile=8)
+    (root / "splits" / "val-19zl.csv").write_text("\n")
+    with pytest.raises(ValueError, match=r"val-19zl\.csv: split file is empty"):
+        build_cvusa_manifests(root, gt_ratio=0.0, seed=0)
+    with pytest.raises(ValueError, match="no usable pairs left"):
+        build_cvusa_manifests(root, gt_ratio=0.0, seed=0, strict=False)
+
+
+def test_truncated_or_garbage_images_only_caught_with_verify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "CVUSA"
+    write_cvusa_fixture(root, n_train=4, n_test=2, pano_hw=(64, 128), tile=8)
+    pano = root / "streetview/panos/0000002.jpg"
+    pano.write_bytes(pano.read_bytes()[:-40])  # cut inside the scan data: PIL's verify() alone passes this
+    (root / "bingmap/19/0000005.jpg").write_bytes(b"\x00garbage" * 8)
+    # listing never opens an image unless asked to
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("listing decoded an image"))
+    assert len(build_cvusa_manifests(root, gt_ratio=0.0, seed=0).images) == 12
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"train-19zl\.csv:2: .*0000002\.jpg is unreadable \(truncated JPEG"):
+        build_cvusa_manifests(root, gt_ratio=0.0, seed=0, verify_images=True)
+    m = build_cvusa_manifests(root, gt_ratio=0.0, seed=0, verify_images=True, strict=False)
+    assert m.skipped[["file", "line"]].values.tolist() == [["splits/train-19zl.csv", 2],
+                                                           ["splits/val-19zl.csv", 1]]
+    assert len(m.images) == 8
+    # CVACT takes the same flag
+    act = tmp_path / "CVACT"
+    ids = write_cvact_fixture(act)
+    (act / "satview_polish" / f"{ids['test'][0]}_satView_polish.jpg").write_bytes(b"nope")
+    with pytest.raises(ValueError, match=r"ACT_data\.mat:1: .*is unreadable"):
+        build_cvact_manifests(act, gt_ratio=0.0, seed=0, verify_images=True)
+
+
+def test_repeated_image_is_a_bad_row(tmp_path: Path) -> None:
+    root = tmp_path / "CVUSA"
+    write_cvusa_fixture(root, n_train=3, n_test=2, pano_hw=(8, 16), tile=8)
+    val = root / "splits" / "val-19zl.csv"
+    val.write_text(val.read_text() + (root / "splits" / "train-19zl.csv").read_text().splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match=r"val-19zl\.csv:3: .*already listed in split train at .*train-19zl\.csv:1"):
+        build_cvusa_manifests(root, gt_ratio=0.0, seed=0)
+    m = build_cvusa_manifests(root, gt_ratio=0.0, seed=0, strict=False)
+    assert len(m.skipped) == 1 and m.images.image_id.is_unique

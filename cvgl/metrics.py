@@ -44,3 +44,27 @@ def recall_at_k(ranks: np.ndarray, gallery_size: int, ks: Sequence[int] = (1, 5,
     recalls = {f"R@{k}": float(np.mean(ranks < k)) for k in ks}
     recalls["R@1%"] = float(np.mean(ranks < max(1, gallery_size // 100)))
     return recalls
+
+
+def hit_rate(query: np.ndarray, reference: np.ndarray, positive: np.ndarray, semi_positive: np.ndarray,
+             chunk: int = 4096, device: str | torch.device = "cpu") -> float:
+    """VIGOR hit rate (method.md §6): share of queries whose positive is outranked by none but its semi-positives.
+
+    `semi_positive` is (Q, S) reference rows, -1 for none. Stricter than "top-1 is a positive or semi-positive":
+    a semi-positive first and an unrelated tile before the positive is a miss. Blocked like `retrieval_ranks`.
+    """
+    query = as_embedding_matrix(query, "query embeddings")
+    reference = as_embedding_matrix(reference, "reference embeddings")
+    semi = np.asarray(semi_positive, dtype=np.int64).reshape(len(query), -1)
+    truth = torch.from_numpy(np.asarray(positive, dtype=np.int64)).to(device)
+    semi_t = torch.from_numpy(semi).to(device)
+    hits = 0
+    for start, sims in similarity_blocks(query, reference, chunk, device):
+        rows = slice(start, start + len(sims))
+        above = sims > sims.gather(1, truth[rows, None])
+        s = semi_t[rows]
+        is_semi = torch.zeros(above.shape, dtype=torch.int64, device=above.device)
+        is_semi.scatter_add_(1, s.clamp_min(0), (s >= 0).long())  # padding (-1) adds 0
+        above &= is_semi == 0  # semi-positives may outrank the positive
+        hits += int((above.sum(dim=1) == 0).sum())
+    return hits / len(query)

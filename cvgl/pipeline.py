@@ -42,7 +42,7 @@ from cvgl.labels import (
     read_label_table,
     write_label_table,
 )
-from cvgl.metrics import recall_at_k, retrieval_ranks
+from cvgl.metrics import hit_rate, recall_at_k, retrieval_ranks
 from cvgl.train import (
     Stage,
     build_model,
@@ -301,6 +301,15 @@ def evaluate_stage(embeddings_dir: Path, manifest_dir: Path, round_index: int, l
     ranks = retrieval_ranks(query, reference, positive)
     metrics: dict[str, Any] = {"round": round_index, "queries": len(q_ids), "gallery": len(r_ids)}
     metrics.update(recall_at_k(ranks, len(r_ids)))
+    semi = truth[truth.kind == "semi_positive"]
+    if len(semi):  # VIGOR: the hit rate beside R@K
+        by_ground = semi[semi.satellite_id.isin(r_row.keys())].groupby("ground_id").satellite_id.agg(list)
+        width = max(1, int(by_ground.map(len).max()) if len(by_ground) else 1)
+        rows = np.full((len(q_ids), width), -1, dtype=np.int64)
+        for i, q in enumerate(q_ids):
+            sats = by_ground.get(q, [])
+            rows[i, :len(sats)] = [r_row[x] for x in sats]
+        metrics["hit_rate"] = hit_rate(query, reference, positive, rows)
     if labels_path is not None:
         s = label_summary(read_label_table(labels_path))
         metrics.update(labels_kept=s["kept"], labels_correct=s["correct"], labels_precision=s["precision"],
@@ -315,14 +324,16 @@ def evaluate_stage(embeddings_dir: Path, manifest_dir: Path, round_index: int, l
     return metrics
 
 
-SUMMARY_COLUMNS = ["round", "R@1", "R@5", "R@10", "R@1%", "labels_kept", "labels_correct", "labels_precision",
-                   "labels_coverage", "queries", "gallery"]
+SUMMARY_COLUMNS = ["round", "R@1", "R@5", "R@10", "R@1%", "hit_rate", "labels_kept", "labels_correct",
+                   "labels_precision", "labels_coverage", "queries", "gallery"]
 
 
 def summary_stage(metrics_paths: list[Path], out: Path) -> pd.DataFrame:
     """One row per round: recalls and pseudo-label counts/precision; also printed as a table."""
     rows = [json.loads(Path(p).read_text()) for p in metrics_paths]
     df = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS).sort_values("round").reset_index(drop=True)
+    if df["hit_rate"].isna().all():  # only VIGOR-style truth (semi-positives) has a hit rate
+        df = df.drop(columns="hit_rate")
     _write_csv(df, out)
     print(format_summary(df))
     return df

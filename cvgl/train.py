@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,33 @@ def permuted_batches(n: int, batch: int, gen: torch.Generator) -> Iterator[np.nd
         yield order[i:i + batch]
 
 
+def distinct_batches(keys: np.ndarray, batch: int, gen: torch.Generator) -> list[np.ndarray]:
+    """Shuffled batches in which no key (satellite row) appears twice (drop_last).
+
+    Two pairs sharing a tile in one batch would each be the other's false negative (VIGOR: a tile is the positive
+    of 1-2 panoramas; Sample4Geo's rule). An item whose tile is already in the open batch waits for the next one;
+    with all keys distinct this is exactly `permuted_batches`.
+    """
+    order = torch.randperm(len(keys), generator=gen).numpy()
+    if len(np.unique(keys)) == len(keys):
+        return [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)]
+    pending = deque(order.tolist())
+    out: list[np.ndarray] = []
+    while pending:
+        current: list[int] = []
+        seen: set[int] = set()
+        deferred: list[int] = []
+        while pending and len(current) < batch:
+            item = pending.popleft()
+            (deferred if int(keys[item]) in seen else current).append(item)
+            seen.add(int(keys[item]))
+        if len(current) < batch:
+            break  # drop_last (also when only repeats of one tile are left)
+        out.append(np.array(current))
+        pending.extendleft(reversed(deferred))  # they open the next batch
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Stage 1: intra-view self-supervision
 
@@ -304,9 +332,9 @@ def round_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray
             b = min(batch, len(pairs.ground))
             reps = max(1, n // len(pairs.ground))
             return [(pairs.ground[i], pairs.satellite[i], pairs.labeled[i])
-                    for _ in range(reps) for i in permuted_batches(len(pairs.ground), b, gen)]
+                    for _ in range(reps) for i in distinct_batches(pairs.satellite, b, gen)]
         g, s, lab = with_fake(pairs.ground, pairs.satellite, pairs.labeled)
-        return [(g[i], s[i], lab[i]) for i in permuted_batches(len(g), min(batch, len(g)), gen)]
+        return [(g[i], s[i], lab[i]) for i in distinct_batches(s, min(batch, len(g)), gen)]
 
     def steps(epoch: int) -> int:
         kept = int(labels["kept"].sum())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvgl.metrics import recall_at_k, retrieval_ranks
+from cvgl.metrics import hit_rate, recall_at_k, retrieval_ranks
 
 # References r0..r4; r3 duplicates r0, so a query at [1, 0] scores both exactly 1.
 REFERENCE = np.array([[1, 0], [0, 1], [0.6, 0.8], [1, 0], [-1, 0]], dtype=np.float32)
@@ -59,3 +59,18 @@ def test_bad_input_is_rejected() -> None:
         retrieval_ranks(QUERY, REFERENCE, np.array([0, 1]))
     with pytest.raises(ValueError, match="no queries"):
         recall_at_k(np.array([]), 10)
+
+
+def test_hit_rate_lets_only_semi_positives_outrank_the_positive() -> None:
+    # One-hot-ish references: query q's similarity to reference r is read off the matrix below.
+    sims = np.array([[0.9, 0.5, 0.1, 0.0],   # positive 0 first: hit
+                     [0.8, 0.5, 0.9, 0.0],   # positive 1, outranked by 2 (semi) and 0 (semi): hit
+                     [0.9, 0.5, 0.1, 0.7],   # positive 3, outranked by 0 (semi, rank 1) and nothing else: hit
+                     [0.9, 0.5, 0.6, 0.1]],  # positive 1, outranked by 0 (semi) and 2 (unrelated): miss
+                    dtype=np.float32)
+    reference = np.eye(4, dtype=np.float32)
+    positive = np.array([0, 1, 3, 1])
+    semi = np.array([[1, -1], [2, 0], [0, -1], [0, -1]])
+    for chunk in (1, 3, 4096):
+        assert hit_rate(sims, reference, positive, semi, chunk=chunk) == 0.75
+    assert hit_rate(sims, reference, positive, np.full((4, 1), -1)) == 0.25  # no semis: top-1 accuracy

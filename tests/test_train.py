@@ -73,3 +73,17 @@ def test_pseudo_pairs_use_kept_rows_and_unused_satellites_as_negatives() -> None
     assert pairs.labeled.tolist() == [True, True, True, False, False, False]
     few = pseudo_pairs(labels, g_ids, s_ids, labeled_ratio=0.9, gen=seeded_generator(0, "t"))
     assert few.labeled_only and len(few.ground) == 3 and few.labeled.all()
+
+
+def test_batches_never_hold_one_tile_twice() -> None:
+    keys = np.array([0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 10, 11, 12])  # VIGOR-like shared tiles
+    batches = train.distinct_batches(keys, 4, seeded_generator(0, "d"))
+    assert len(batches) >= 3
+    for b in batches:
+        assert len(b) == 4 and len(set(keys[b].tolist())) == 4
+    used = np.concatenate(batches)
+    assert len(set(used.tolist())) == len(used)  # each pair at most once per epoch
+    distinct = np.arange(10)
+    a = train.distinct_batches(distinct, 3, seeded_generator(1, "d"))
+    b = list(train.permuted_batches(10, 3, seeded_generator(1, "d")))
+    assert [x.tolist() for x in a] == [x.tolist() for x in b]  # distinct tiles: the plain shuffle

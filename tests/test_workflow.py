@@ -114,7 +114,8 @@ def test_dag_runs_on_the_synthetic_world_in_each_published_layout(tmp_path: Path
     assert (labels.source == "labeled").sum() > 0  # gt_ratio's labeled pairs reach the label table
     if layout == "vigor":
         assert (truth.kind == "semi_positive").any() and "city" in images.columns
+        assert summary["hit_rate"].between(0, 1).all() and (summary["hit_rate"] >= summary["R@1"]).all()
         test_tiles = ((images.view == "satellite") & (images.split == "test")).sum()
         assert test_tiles > ((images.view == "ground") & (images.split == "test")).sum()  # the whole city gallery
     else:
-        assert (truth.kind == "positive").all()
+        assert (truth.kind == "positive").all() and "hit_rate" not in summary.columns

@@ -55,11 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
          ("--manifest", P), ("--root", P), ("--config", CFG), ("--out", P), ("--threads", THREADS))
     _add(sub, "translate", "fit the unpaired translator and translate every projection",
          ("--projected", P), ("--satellite-cache", P), ("--method", {"default": "colour"}),
-         ("--model-out", P), ("--out", P))
+         ("--options", {"type": _json, "default": {}}), ("--model-out", P), ("--out", P))
     _add(sub, "intra-view", "cold start part 1: intra-view self-supervised training",
          ("--config", CFG), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P))
     _add(sub, "cross-view", "cold start part 2: panoramas vs. their translated projections",
-         ("--config", CFG), ("--init", {"type": Path}), ("--ground-cache", P), ("--translated", P), ("--out", P))
+         ("--config", CFG), ("--init", {"type": Path}), ("--ground-cache", P), ("--translated", {"type": Path}),
+         ("--out", P))
     _add(sub, "embed", "embed a split's ground and satellite caches into parquet shards",
          ("--model", P), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P),
          ("--batch-size", {"type": int, "default": 128}), ("--device", {"default": "auto"}),
@@ -107,7 +108,7 @@ def run(a: argparse.Namespace) -> None:
     elif c == "project":
         pipeline.project_stage(a.manifest, a.root, a.config, a.out, a.threads)
     elif c == "translate":
-        pipeline.translate_stage(a.projected, a.satellite_cache, a.method, a.model_out, a.out)
+        pipeline.translate_stage(a.projected, a.satellite_cache, a.method, a.model_out, a.out, a.options)
     elif c == "intra-view":
         pipeline.intra_view_train(a.config, a.ground_cache, a.satellite_cache, a.out)
     elif c == "cross-view":

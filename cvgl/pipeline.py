@@ -139,23 +139,26 @@ def project_stage(manifest_dir: Path, root: Path, cfg: dict[str, Any], out_dir: 
 
 
 def translate_stage(projected_dir: Path, satellite_cache: Path, method: str, model_out: Path, out_dir: Path,
-                    batch: int = 256) -> None:
-    """Fit an unpaired translator (projections vs. train tiles, listed independently) and translate."""
+                    options: dict[str, Any] | None = None, batch: int = 256) -> None:
+    """Fit an unpaired translator (projections vs. train tiles, listed independently) and translate.
+
+    Tiles go in at their cached size: the colour statistics do not depend on it and the CycleGAN resizes both
+    sets to its own training size. With `cyclegan`, `<model_out>.state` holds the last finished epoch.
+    """
     index = read_parquet(projected_dir / "index.parquet", ["ground_id", "path"])
     valid = np.load(projected_dir / "valid-mask.npy")
     size = valid.shape
-    translator = make_translator(method)
+    translator = make_translator(method, options, model_out)
     for i in range(0, len(index), batch):
         translator.update(projections=load_images([projected_dir / p for p in index.path[i:i + batch]], size),
                           valid=valid)
     _, tiles = read_image_cache(satellite_cache)
     for i in range(0, len(tiles), batch):
-        tiles_batch = np.asarray(tiles[i:i + batch])
-        if tiles_batch.shape[1:3] != size:
-            tiles_batch = np.stack([_resize(t, size) for t in tiles_batch])
-        translator.update(satellites=tiles_batch)
+        translator.update(satellites=np.asarray(tiles[i:i + batch]))
     translator.finish()
-    torch.save(translator.state_dict(), model_out)
+    with atomic_path(model_out) as tmp:
+        torch.save(translator.state_dict(), tmp)
+    Path(str(model_out) + ".state").unlink(missing_ok=True)
     progress = Progress(len(index), "translate")
     for i in range(0, len(index), batch):
         part = index.iloc[i:i + batch]
@@ -164,12 +167,6 @@ def translate_stage(projected_dir: Path, satellite_cache: Path, method: str, mod
             save_image(img, out_dir / f"{gid}.png")
         progress.update(len(part))
     write_parquet(index.assign(path=[f"{g}.png" for g in index.ground_id]), out_dir / "index.parquet")
-
-
-def _resize(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(img).resize((size_hw[1], size_hw[0]), Image.BILINEAR))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -185,12 +182,20 @@ def intra_view_train(cfg: dict[str, Any], ground_cache: Path, satellite_cache: P
     fit(model, optimizer, intra_view_stage(model, ground, satellite, cfg, device), cfg, out)
 
 
-def cross_view_train(cfg: dict[str, Any], init: Path | None, ground_cache: Path, translated_dir: Path,
+def cross_view_train(cfg: dict[str, Any], init: Path | None, ground_cache: Path, translated_dir: Path | None,
                      out: Path) -> None:
-    """Cold start, part 2: (panorama, its own translated projection) pairs; writes the round-0 model."""
+    """Cold start, part 2: (panorama, its own translated projection) pairs; writes the round-0 model.
+
+    Without `translated_dir` the satellite side is the panorama itself, resized (ablation a, method.md §13).
+    With 0 epochs the init model (or a fresh one) becomes round 0 (ablation d).
+    """
     device = resolve(cfg)
     ids, ground = read_image_cache(ground_cache, mmap=False)
-    fake = load_translated(translated_dir, ids, tuple(cfg["model"]["satellite_size"]), cfg.get("threads", 1))
+    size = tuple(cfg["model"]["satellite_size"])
+    if translated_dir is None or cfg["stage"]["epochs"] == 0:
+        fake = resize_images(ground, size)
+    else:
+        fake = load_translated(translated_dir, ids, size, cfg.get("threads", 1))
     model, optimizer = build_model(cfg, init, device)
     offset = cfg.get("schedule_offset", 0)
     fit(model, optimizer, cross_view_stage(model, ground, fake, cfg, device, offset), cfg, out)
@@ -213,6 +218,13 @@ def round_train(cfg: dict[str, Any], init: Path, labels_path: Path, ground_cache
     model, optimizer = build_model(cfg, init, device)
     stage: Stage = round_stage(model, ground, satellite, g_ids, s_ids, labels, cfg, device, round_index, fake)
     fit(model, optimizer, stage, cfg, out)
+
+
+def resize_images(images: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> (N, h, w, 3), antialiased bilinear, rounded."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=size_hw, mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def load_translated(translated_dir: Path, ground_ids: np.ndarray, size_hw: tuple[int, int], threads: int

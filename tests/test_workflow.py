@@ -119,3 +119,22 @@ def test_dag_runs_on_the_synthetic_world_in_each_published_layout(tmp_path: Path
         assert test_tiles > ((images.view == "ground") & (images.split == "test")).sum()  # the whole city gallery
     else:
         assert (truth.kind == "positive").all() and "hit_rate" not in summary.columns
+
+
+@pytest.mark.parametrize(("override", "absent", "present"), [
+    ("coldstart: {projection: false}", {"project", "translate"}, {"intra_view", "cross_view"}),
+    ("translate: {method: none}", {"translate"}, {"project", "intra_view", "cross_view"}),
+    ("coldstart: {intra: {epochs: 0, smoothing: 0.1}}", {"intra_view"}, {"project", "translate", "cross_view"}),
+    ("coldstart: {cross: {epochs: 0, smoothing: 0.3}}", {"project", "translate"}, {"intra_view", "cross_view"}),
+])
+def test_cold_start_ablation_switches_skip_the_stages_they_no_longer_need(tmp_path: Path, override: str,
+                                                                          absent: set[str],
+                                                                          present: set[str]) -> None:
+    extra = tmp_path / "ablation.yaml"
+    extra.write_text(override + "\n")
+    proc = snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(REPO / "config.yaml"),
+                     str(REPO / "tests" / "tiny.yaml"), str(extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scheduled = {line.split()[0] for line in proc.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()}
+    assert not absent & scheduled, proc.stdout
+    assert present <= scheduled, proc.stdout

@@ -24,13 +24,13 @@ rule intra_view:
 
 rule cross_view:
     input:
-        init=rules.intra_view.output,
-        ground=f"{RESULTS}/cache/train-ground.npy",
-        translated=rules.translate.output.images,
+        unpack(cross_view_inputs),
     output:
         f"{RESULTS}/round-0/model.pt",
     params:
         cfg=train_config(config["coldstart"]["cross"], schedule_offset=config["coldstart"]["intra"]["epochs"]),
+        init=lambda wc, input: f"--init {input.init}" if "init" in input.keys() else "",
+        translated=lambda wc, input: f"--translated {input.translated}" if "translated" in input.keys() else "",
     log:
         f"{RESULTS}/logs/cross_view.log",
     benchmark:
@@ -40,5 +40,5 @@ rule cross_view:
         mem_mb=8000,
         runtime=120,
     shell:
-        "{CVGL} cross-view --config {params.cfg:q} --init {input.init} --ground-cache {input.ground} "
-        "--translated {input.translated} --out {output} > {log} 2>&1"
+        "{CVGL} cross-view --config {params.cfg:q} {params.init} --ground-cache {input.ground} "
+        "{params.translated} --out {output} > {log} 2>&1"

@@ -86,3 +86,24 @@ def print_summary():
         from cvgl.pipeline import format_summary
 
         print(f"\ncvgl run {RUN!r} ({path}):\n" + format_summary(pd.read_csv(path)))
+
+
+def fake_source():
+    """Where the cold start's satellite-side images come from (method.md §13 ablations):
+    translated projections, raw projections (translate.method: none), or None = the raw panorama itself
+    (coldstart.projection: false), in which case no projection or translation job runs."""
+    if not config["coldstart"].get("projection", True):
+        return None
+    if config["translate"]["method"] == "none":
+        return f"{RESULTS}/projected"
+    return f"{RESULTS}/translated"
+
+
+def cross_view_inputs(wildcards):
+    """The cross-view stage reads the intra-view model and the fakes only when those stages are on."""
+    out = {"ground": f"{RESULTS}/cache/train-ground.npy"}
+    if config["coldstart"]["intra"]["epochs"] > 0:
+        out["init"] = f"{RESULTS}/coldstart/intra.pt"
+    if config["coldstart"]["cross"]["epochs"] > 0 and fake_source():
+        out["translated"] = fake_source()
+    return out

@@ -3,7 +3,9 @@
 
 
 def fake_pairs_input(wildcards):
-    return [f"{RESULTS}/translated"] if config["rounds"]["keep_fake_pairs"] else []
+    """The cold start's pairs for `rounds.keep_fake_pairs` (only where the cold start had projections)."""
+    keep = config["rounds"]["keep_fake_pairs"] and config["coldstart"]["cross"]["epochs"] > 0 and fake_source()
+    return [fake_source()] if keep else []
 
 
 rule embed:

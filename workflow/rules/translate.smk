@@ -10,6 +10,8 @@ rule translate:
         images=directory(f"{RESULTS}/translated"),
     params:
         method=config["translate"]["method"],
+        options=as_json({**config["translate"].get("cyclegan", {}), "seed": config["seed"], "threads": THREADS,
+                         "device": config["device"]}),
     log:
         f"{RESULTS}/logs/translate.log",
     benchmark:
@@ -20,4 +22,5 @@ rule translate:
         runtime=60,
     shell:
         "{CVGL} translate --projected {input.projected} --satellite-cache {input.satellites} "
-        "--method {params.method} --model-out {output.model} --out {output.images} > {log} 2>&1"
+        "--method {params.method} --options {params.options:q} --model-out {output.model} "
+        "--out {output.images} > {log} 2>&1"

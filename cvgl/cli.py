@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     lsub = labels.add_subparsers(dest="labels_command", required=True)
     _add(lsub, "show", "counts, margins, precision and the first rows of a label table",
          ("table", {"type": Path}), ("--rows", {"type": int, "default": 10}))
+    _add(lsub, "diff", "kept pairs added, dropped and changed between two label tables (e.g. two rounds)",
+         ("old", {"type": Path}), ("new", {"type": Path}), ("--rows", {"type": int, "default": 5}))
+    _add(lsub, "export", "a label table as CSV", ("table", {"type": Path}), ("--out", P),
+         ("--kept-only", {"action": "store_true"}))
     return parser
 
 
@@ -130,7 +134,15 @@ def run(a: argparse.Namespace) -> None:
     elif c == "summary":
         pipeline.summary_stage(a.metrics, a.out)
     elif c == "labels":
-        pipeline.show_labels(a.table, a.rows)
+        from cvgl import inspect_labels
+
+        if a.labels_command == "show":
+            inspect_labels.show_labels(a.table, a.rows)
+        elif a.labels_command == "diff":
+            inspect_labels.print_diff(a.old, a.new, a.rows)
+        else:
+            n = inspect_labels.export_labels(a.table, a.out, a.kept_only)
+            print(f"{a.out}: {n} rows", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -374,17 +374,3 @@ def _fmt_int(v: Any) -> str:
 
 def _fmt_pct(v: Any) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}"
-
-
-def show_labels(path: Path, rows: int = 10) -> None:
-    """Print what a label table holds: counts by source, margins, precision/coverage, the first rows."""
-    table = read_label_table(path)
-    s = label_summary(table)
-    print(f"{path}: {s['total']} grounds, {s['mutual']} mutual, {s['kept']} kept "
-          f"({s['kept_pseudo']} pseudo, {s['kept_labeled']} labeled); threshold {table.threshold.iloc[0]:.4f}")
-    if s["precision"] is not None:
-        print(f"precision {100 * s['precision']:.1f}% ({s['correct']} correct), coverage {100 * s['coverage']:.1f}%")
-    q = table.margin.replace([np.inf, -np.inf], np.nan).quantile([0.1, 0.5, 0.9])
-    print("margin quantiles 10/50/90%: " + " ".join(f"{v:.4f}" for v in q))
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print(table.head(rows).to_string(index=False))

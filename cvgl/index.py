@@ -52,17 +52,29 @@ def similarity_blocks(query: np.ndarray, reference: np.ndarray, chunk: int,
         yield start, block @ ref.T
 
 
-def build_index(emb: np.ndarray, factory: str = "Flat") -> faiss.Index:
+def build_index(emb: np.ndarray, factory: str = "Flat", search: str | None = None) -> faiss.Index:
     """Build an inner-product FAISS index named by a factory string (e.g. "Flat", "IVF256,Flat", "HNSW32").
 
-    Indices that need training (IVF, PQ) are trained on `emb` itself: the reference set is the whole database.
+    Indices that need training (IVF, PQ) are trained on `emb` itself: the reference set is the whole database
+    (FAISS subsamples it for k-means). `search` sets search-time parameters, e.g. "nprobe=16" or "efSearch=64".
     """
     emb = as_embedding_matrix(emb, "index embeddings")
     index = faiss.index_factory(emb.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         index.train(emb)
     index.add(emb)
+    set_search_parameters(index, search)
     return index
+
+
+def set_search_parameters(index: faiss.Index, search: str | None) -> None:
+    """Apply "name=value,..." search parameters (nprobe, efSearch, ...); errors name the bad parameter."""
+    if not search:
+        return
+    try:
+        faiss.ParameterSpace().set_index_parameters(index, search)
+    except RuntimeError as err:
+        raise ValueError(f"labels.search {search!r}: {err}") from None
 
 
 def write_index(index: faiss.Index, ids: Sequence[str], path: Path) -> None:

@@ -121,7 +121,8 @@ def mutual_matches(ground: np.ndarray, satellite: np.ndarray, chunk: int = 4096,
     return Matches(top1, score, second, _is_mutual(top1, reverse_top1), reverse_top1)
 
 
-def mutual_matches_faiss(ground: np.ndarray, satellite: np.ndarray, index: faiss.Index | None = None) -> Matches:
+def mutual_matches_faiss(ground: np.ndarray, satellite: np.ndarray, index: faiss.Index | None = None,
+                         reverse_factory: str = "Flat", search: str | None = None) -> Matches:
     """`mutual_matches` through FAISS searches: satellites indexed (k=2 per ground), grounds indexed (k=1).
 
     `index` may be a prebuilt satellite index (faiss id = satellite row); without one an exact "Flat" index is
@@ -130,7 +131,8 @@ def mutual_matches_faiss(ground: np.ndarray, satellite: np.ndarray, index: faiss
     resolved to the lower of the two returned ids; both rely on how FAISS's result heaps order equal scores
     (observed for flat indices in faiss 1.15, not a documented FAISS guarantee). FAISS's scores may also differ
     from torch's in the last bit, so near-ties can resolve differently. An approximate index (IVF, HNSW) gives
-    approximate matches.
+    approximate matches. The reverse direction (each satellite's best ground) searches an index of the grounds
+    built with `reverse_factory` and `search`: with an approximate one neither direction is O(N * M).
     """
     ground, satellite = _check_pair(ground, satellite)
     n, m = len(ground), len(satellite)
@@ -150,7 +152,7 @@ def mutual_matches_faiss(ground: np.ndarray, satellite: np.ndarray, index: faiss
         # lowest-row rule for a top-1 tie.
         tied = (rows[:, 1] >= 0) & (scores[:, 1] == scores[:, 0])
         top1 = np.where(tied, np.minimum(rows[:, 0], rows[:, 1]), top1)
-    _, reverse = build_index(ground).search(satellite, 1)
+    _, reverse = build_index(ground, reverse_factory, search).search(satellite, 1)
     reverse_top1 = reverse[:, 0].astype(np.int64)
     return Matches(top1, scores[:, 0].astype(np.float32), second, _is_mutual(top1, reverse_top1), reverse_top1)
 

@@ -20,7 +20,7 @@ import torch
 from cvgl.data.manifest import image_ids, read_images, read_truth, write_manifests
 from cvgl.embed import embed_images
 from cvgl.embed_io import read_embeddings, write_embedding_shards
-from cvgl.index import build_index, read_index, set_threads, write_index
+from cvgl.index import build_index, read_index, set_search_parameters, set_threads, write_index
 from cvgl.io import (
     Progress,
     atomic_path,
@@ -281,7 +281,9 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path, labeled_path: Pat
         # Exact: one blocked N x M product gives both directions (a flat index would need two).
         matches = mutual_matches(ground, satellite, chunk=cfg.get("chunk", 4096))
     else:
-        matches = mutual_matches_faiss(ground, satellite, index)
+        # Approximate: both directions through indices of the configured kind (never an N x M product).
+        set_search_parameters(index, cfg.get("search"))
+        matches = mutual_matches_faiss(ground, satellite, index, cfg["index"], cfg.get("search"))
     threshold = margin_threshold(round_index, cfg["t0"], cfg["rounds"])
     labeled = read_parquet(labeled_path, ["ground_id", "satellite_id"])
     table = build_label_table(list(g_ids), list(s_ids), matches, threshold, labeled if len(labeled) else None)

@@ -130,6 +130,21 @@ def test_faiss_variant_agrees_on_untied_data(prebuilt: bool) -> None:
     np.testing.assert_allclose(got.second_score, expected.second_score, atol=1e-6)
 
 
+def test_approximate_indices_in_both_directions_match_exact_when_probing_every_list() -> None:
+    rng = np.random.default_rng(5)
+    ground, satellite = gaussian(rng, 400), gaussian(rng, 300)
+    exact = mutual_matches(ground, satellite)
+    index = build_index(satellite, "IVF8,Flat", "nprobe=8")  # every list probed: exhaustive
+    got = mutual_matches_faiss(ground, satellite, index, reverse_factory="IVF8,Flat", search="nprobe=8")
+    for field in ("top1", "mutual", "reverse_top1"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(exact, field))
+    cheap = mutual_matches_faiss(ground, satellite, build_index(satellite, "IVF8,Flat", "nprobe=1"),
+                                 reverse_factory="IVF8,Flat", search="nprobe=1")
+    assert (cheap.top1 == exact.top1).mean() > 0.2  # approximate: one list of eight, still mostly right
+    with pytest.raises(ValueError, match="labels.search"):
+        build_index(satellite, "IVF8,Flat", "nosuchparameter=3")
+
+
 def test_faiss_variant_tie_rule_as_observed_in_faiss_flat() -> None:
     # Not a FAISS guarantee: this pins the documented behaviour so a FAISS upgrade that changes it is noticed.
     ground, satellite = tied_world(0)

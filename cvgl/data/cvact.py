@@ -27,9 +27,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from cvgl.data.manifest import Manifests, scoped_id, select_labeled
+from cvgl.data.manifest import Manifests, pair_manifests, scoped_id
 from cvgl.data.strict import BadData, FileChecker, PairEntry, require_splits, usable_pairs
 
 MAT_FILE = "ACT_data.mat"
@@ -209,13 +208,5 @@ def build_cvact_manifests(root: str | Path, gt_ratio: float, seed: int, strict: 
         splits.append("test_full")
     entries = usable_pairs(entries, bad, FileChecker(root, verify_images) if check_files else None)
     require_splits(entries, splits, f"{mat_path} (CVACT)")
-    images, truth = [], []
-    for e in entries:
-        g = scoped_id("ground", e.split, e.ground, SALT)
-        s = scoped_id("satellite", e.split, e.satellite, SALT)
-        images += [(g, "ground", e.split, e.ground), (s, "satellite", e.split, e.satellite)]
-        truth.append((g, s, "positive"))
-    img = pd.DataFrame(images, columns=["image_id", "view", "split", "path"]).sort_values("image_id")
-    tr = pd.DataFrame(truth, columns=["ground_id", "satellite_id", "kind"]).sort_values(["ground_id", "satellite_id"])
-    img, tr = img.reset_index(drop=True), tr.reset_index(drop=True)
-    return Manifests(img, tr, select_labeled(tr, img, gt_ratio, seed), bad.frame())
+    return pair_manifests(entries, lambda view, e: scoped_id(view, e.split, getattr(e, view), SALT), gt_ratio, seed,
+                          bad.frame())

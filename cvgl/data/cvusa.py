@@ -11,9 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import pandas as pd
-
-from cvgl.data.manifest import Manifests, opaque_id, select_labeled
+from cvgl.data.manifest import Manifests, opaque_id, pair_manifests
 from cvgl.data.strict import BadData, FileChecker, PairEntry, require_splits, usable_pairs
 
 SPLIT_FILES = {"train": "splits/train-19zl.csv", "test": "splits/val-19zl.csv"}
@@ -60,12 +58,5 @@ def build_cvusa_manifests(root: str | Path, gt_ratio: float, seed: int, check_fi
                for line, sat, grd in read_cvusa_rows(csv_path, bad)]
     entries = usable_pairs(entries, bad, FileChecker(root, verify_images) if check_files else None)
     require_splits(entries, list(SPLIT_FILES), f"{root} (CVUSA)")
-    images, truth = [], []
-    for e in entries:
-        g, s = opaque_id("ground", e.ground, SALT), opaque_id("satellite", e.satellite, SALT)
-        images += [(g, "ground", e.split, e.ground), (s, "satellite", e.split, e.satellite)]
-        truth.append((g, s, "positive"))
-    img = pd.DataFrame(images, columns=["image_id", "view", "split", "path"]).sort_values("image_id")
-    tr = pd.DataFrame(truth, columns=["ground_id", "satellite_id", "kind"]).sort_values(["ground_id", "satellite_id"])
-    img, tr = img.reset_index(drop=True), tr.reset_index(drop=True)
-    return Manifests(img, tr, select_labeled(tr, img, gt_ratio, seed), bad.frame())
+    return pair_manifests(entries, lambda view, e: opaque_id(view, getattr(e, view), SALT), gt_ratio, seed,
+                          bad.frame())

@@ -8,8 +8,10 @@ the only truth training ever sees.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -81,6 +83,20 @@ def _select(positives: pd.DataFrame, train_ground: pd.Series, gt_ratio: float,
 
 def _stable_int(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def pair_manifests(entries: Sequence[Any], make_id: Callable[[str, Any], str], gt_ratio: float, seed: int,
+                   skipped: pd.DataFrame) -> Manifests:
+    """Manifests of one-to-one datasets (CVUSA, CVACT): every entry (`split`, `ground`, `satellite` paths) is one
+    ground image, one satellite image and their positive pair; `make_id(view, entry)` gives the opaque ids."""
+    images, truth = [], []
+    for e in entries:
+        g, s = make_id("ground", e), make_id("satellite", e)
+        images += [(g, "ground", e.split, e.ground), (s, "satellite", e.split, e.satellite)]
+        truth.append((g, s, "positive"))
+    img = pd.DataFrame(images, columns=IMAGE_COLUMNS).sort_values("image_id", ignore_index=True)
+    tr = pd.DataFrame(truth, columns=TRUTH_COLUMNS).sort_values(["ground_id", "satellite_id"], ignore_index=True)
+    return Manifests(img, tr, select_labeled(tr, img, gt_ratio, seed), skipped)
 
 
 def write_manifests(m: Manifests, out_dir: str | Path) -> None:

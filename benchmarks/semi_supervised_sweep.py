@@ -1,0 +1,89 @@
+"""Semi-supervised sweep: final R@1 for several `gt_ratio` values from one finished run's cold start.
+
+The cold start does not depend on `gt_ratio`, so every ratio starts from the same `round-0/model.pt` and runs the
+rounds of the config with the library's own functions (the same ones the workflow's rules call: mutual matching,
+label table with the seeded labeled subset, round training with the cold start's pairs, test recall). With
+`gt_ratio: 0` it reproduces the workflow's rounds exactly; each other ratio costs the rounds only, not a whole
+workflow run.
+
+    python benchmarks/semi_supervised_sweep.py results/synth-unsupervised --ratios 0 0.01 0.05 0.1 0.2 1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from cvgl.data.manifest import read_images, read_truth, select_labeled
+from cvgl.embed import embed_images
+from cvgl.io import read_image_cache
+from cvgl.labels import build_label_table, fill_correct, label_summary, margin_threshold, mutual_matches
+from cvgl.metrics import recall_at_k, retrieval_ranks
+from cvgl.pipeline import load_translated
+from cvgl.train import build_model, load_checkpoint, round_stage, run_epoch, setup_torch
+
+
+def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[dict]:
+    rounds = cfg["rounds"]
+    setup_torch(cfg["threads"], cfg["seed"])
+    ckpt = load_checkpoint(run / "round-0/model.pt")
+    model, optimizer = build_model(ckpt["config"], run / "round-0/model.pt", device)
+    g_ids, ground = read_image_cache(run / "cache/train-ground.npy", mmap=False)
+    s_ids, sats = read_image_cache(run / "cache/train-satellite.npy", mmap=False)
+    q_ids, queries = read_image_cache(run / "cache/test-ground.npy", mmap=False)
+    r_ids, refs = read_image_cache(run / "cache/test-satellite.npy", mmap=False)
+    truth = read_truth(run / "manifest")
+    labeled = select_labeled(truth, read_images(run / "manifest"), ratio, cfg["seed"])
+    pos = truth[truth.kind == "positive"].drop_duplicates("ground_id").set_index("ground_id").satellite_id
+    r_row = {r: i for i, r in enumerate(r_ids)}
+    positive = np.array([r_row[pos[q]] for q in q_ids])
+    fake = None
+    if rounds["keep_fake_pairs"]:
+        fake = load_translated(run / "translated", g_ids, tuple(cfg["model"]["satellite_size"]), cfg["threads"])
+    out = []
+    for n in range(1, rounds["count"] + 1):
+        model.eval()
+        m = mutual_matches(embed_images(model, ground, "ground", 256, device),
+                           embed_images(model, sats, "satellite", 256, device))
+        table = build_label_table(list(g_ids), list(s_ids), m, margin_threshold(n, rounds["t0"], rounds["count"]),
+                                  labeled if len(labeled) else None)
+        rc = dict(ckpt["config"], optim=dict(ckpt["config"]["optim"], lr=rounds["lr"]),
+                  stage={"epochs": rounds["epochs"], "smoothing": rounds["smoothing"], "lr": rounds["lr"],
+                         "labeled_ratio": rounds["labeled_ratio"], "rounds": rounds["count"]})
+        stage = round_stage(model, ground, sats, g_ids, s_ids, table[["ground_id", "satellite_id", "kept", "source"]],
+                            rc, device, n, fake)
+        for e in range(rounds["epochs"]):
+            run_epoch(model, optimizer, stage, rc, e)
+        model.eval()
+        ranks = retrieval_ranks(embed_images(model, queries, "ground", 256, device),
+                                embed_images(model, refs, "satellite", 256, device), positive)
+        s = label_summary(fill_correct(table, truth))
+        out.append({"gt_ratio": ratio, "round": n, "labeled": len(labeled), "kept": s["kept"], "correct": s["correct"],
+                    **{k: round(100 * v, 2) for k, v in recall_at_k(ranks, len(refs)).items()}})
+        print(out[-1], flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="results/<run> of a finished workflow")
+    ap.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="the rounds' settings")
+    ap.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.01, 0.05, 0.1, 0.2, 1.0])
+    a = ap.parse_args()
+    cfg = yaml.safe_load(a.configfile.read_text())
+    t0 = time.time()
+    rows = [r for ratio in a.ratios for r in sweep_one(a.run, cfg, ratio, torch.device("cpu"))]
+    table = pd.DataFrame(rows)
+    final = table[table["round"] == table["round"].max()]
+    print(final[["gt_ratio", "labeled", "R@1", "R@5", "R@10", "R@1%", "kept", "correct"]].to_string(index=False))
+    print(f"({time.time() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

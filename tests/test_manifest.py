@@ -61,3 +61,17 @@ def test_missing_image_and_root_are_named(tmp_path: Path) -> None:
         build_cvusa_manifests(tmp_path / "CVUSA", gt_ratio=0.0, seed=0)
     with pytest.raises(FileNotFoundError, match="dataset.root"):
         build_cvusa_manifests(tmp_path / "nowhere", gt_ratio=0.0, seed=0)
+
+
+def test_null_settings_take_the_papers_values_for_the_dataset_read() -> None:
+    from cvgl.defaults import with_paper_defaults
+
+    base = {"dataset": {"name": "synth"}, "synth": {}, "rounds": {"t0": None},
+            "project": {"fov_deg": None, "band": None}}
+    cvusa = with_paper_defaults(base)
+    assert (cvusa["rounds"]["t0"], cvusa["project"]["fov_deg"], cvusa["project"]["band"]) == (0.05, 175.0, True)
+    vigor = with_paper_defaults({**base, "synth": {"layout": "vigor"}})
+    assert (vigor["rounds"]["t0"], vigor["project"]["band"]) == (0.035, False)
+    cvact = with_paper_defaults({**base, "dataset": {"name": "cvact"}, "rounds": {"t0": 0.1}})
+    assert cvact["rounds"]["t0"] == 0.1 and cvact["project"]["fov_deg"] == 170.0  # a set value is kept
+    assert base["rounds"]["t0"] is None  # the input is not modified

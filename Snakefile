@@ -26,6 +26,7 @@ include: "workflow/rules/evaluate.smk"
 rule all:
     input:
         f"{RESULTS}/summary.csv",
+        f"{RESULTS}/plots",
     default_target: True
 
 

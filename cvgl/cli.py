@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
          ("--labels", {"type": Path}), ("--model", {"type": Path}), ("--out", P))
     _add(sub, "summary", "collect every round's metrics into summary.csv and print the table",
          ("--metrics", {"type": Path, "nargs": "+", "required": True}), ("--out", P))
+    _add(sub, "plots", "margin histograms per round and precision/coverage across rounds (PNG)",
+         ("--summary", P), ("--labels", {"type": Path, "nargs": "*", "default": []}), ("--out", P))
     labels = sub.add_parser("labels", help="inspect pseudo-label tables")
     lsub = labels.add_subparsers(dest="labels_command", required=True)
     _add(lsub, "show", "counts, margins, precision and the first rows of a label table",
@@ -133,6 +135,11 @@ def run(a: argparse.Namespace) -> None:
         pipeline.evaluate_stage(a.embeddings, a.manifest, a.round, a.labels, a.out, a.model)
     elif c == "summary":
         pipeline.summary_stage(a.metrics, a.out)
+    elif c == "plots":
+        from cvgl.plots import write_plots
+
+        for path in write_plots(a.summary, a.labels, a.out):
+            print(path, file=sys.stderr)
     elif c == "labels":
         from cvgl import inspect_labels
 

@@ -43,3 +43,21 @@ rule summary:
         runtime=5,
     shell:
         "{CVGL} summary --metrics {input} --out {output} 2> {log}"
+
+
+rule plots:
+    input:
+        summary=rules.summary.output,
+        labels=expand(f"{RESULTS}/round-{{n}}/labels.parquet", n=range(1, ROUNDS + 1)),
+    output:
+        directory(f"{RESULTS}/plots"),
+    log:
+        f"{RESULTS}/logs/plots.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plots.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "{CVGL} plots --summary {input.summary} --labels {input.labels} --out {output} 2> {log}"

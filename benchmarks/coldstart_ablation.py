@@ -44,7 +44,8 @@ def run_row(name: str, override: str, world: Path, configfiles: list[Path], extr
     run = "ablation-" + name.split()[0].strip("()")
     base, row = workdir / f"{run}-base.yaml", workdir / f"{run}.yaml"
     base.write_text(f"run: {run}\ndataset: {{name: cvusa, root: {world.resolve()}}}\n{extra}\n")
-    row.write_text(override + "\n")  # a later config file: Snakemake merges it over the base, the row wins
+    # A later config file: Snakemake merges it over the base and the row wins (never empty: Snakemake rejects that).
+    row.write_text((override or f"run: {run}") + "\n")
     targets = [f"results/{run}/round-0/metrics.json", f"results/{run}/round-1/labels.parquet"]
     t0 = time.time()
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(REPO), "--cores", str(cores),

@@ -73,7 +73,7 @@ def write_cvact_fixture(root: Path, n_train: int = 6, n_val: int = 3, n_unused: 
 
     mat: dict = {
         "panoIds": np.array(ids, dtype=object).reshape(-1, 1) if cell else np.array(ids),
-        # field #1 is unused by every reader (its name here is a placeholder); #2 is the index vector
+        # field #1 (the count) is read by no adapter; field #2 is the 1-based index vector
         "trainSet": {"trainNum": float(n_train), "trainInd": col("train")},
         "valSet": {"valNum": float(n_val), "valInd": col("test")},
         "utm": RNG.normal(size=(n_all, 2)) * 1000,

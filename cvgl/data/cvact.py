@@ -43,8 +43,8 @@ TEST_FULL_DIR = "ANU_data_test"
 def load_mat(path: Path) -> dict[str, Any]:
     """Load a MATLAB file's variables; structs become objects with one attribute per field.
 
-    v5/v7 files go through scipy; v7.3 (HDF5) files need h5py, and the error says so instead of scipy's
-    generic NotImplementedError.
+    v5/v7 files go through scipy; v7.3 (HDF5) files need h5py, and the error names the file and says so
+    (scipy alone cannot read v7.3).
     """
     from scipy.io import loadmat
     from scipy.io.matlab import matfile_version

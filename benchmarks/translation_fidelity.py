@@ -23,10 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cvgl.augment import resize_images
 from cvgl.data.manifest import read_truth
 from cvgl.embed import embed_images
 from cvgl.io import load_image, load_images, read_image_cache, read_parquet
-from cvgl.pipeline import resize_images
 from cvgl.train import build_model, load_checkpoint
 
 
@@ -69,7 +69,7 @@ def main() -> None:
     size = load_image(paths[0]).shape[:2]
     translated = load_images(paths, size, 2)
     raw = load_images([run / "projected" / p for p in proj_index.loc[gids, "path"]], size, 2)
-    tiles = resize_images(sat, size) if tuple(sat.shape[1:3]) != tuple(size) else sat
+    tiles = resize_images(sat, size)
     valid = np.load(run / "projected/valid-mask.npy").astype(np.float32)
     valid = F.interpolate(torch.from_numpy(valid)[None, None], size=size, mode="nearest")[0, 0].numpy() > 0.5
 

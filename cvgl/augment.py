@@ -19,6 +19,15 @@ def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def resize_images(images: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> (N, h, w, 3), antialiased bilinear, rounded; the input itself if already that size."""
+    if tuple(images.shape[1:3]) == tuple(size_hw):
+        return np.ascontiguousarray(images)
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=tuple(size_hw), mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
 def _rand(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
     return torch.rand(n, generator=gen).to(device)
 

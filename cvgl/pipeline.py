@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cvgl.augment import resize_images
 from cvgl.data.manifest import image_ids, read_images, read_truth, write_manifests
 from cvgl.embed import embed_images
 from cvgl.embed_io import read_embeddings, write_embedding_shards
@@ -218,13 +219,6 @@ def round_train(cfg: dict[str, Any], init: Path, labels_path: Path, ground_cache
     model, optimizer = build_model(cfg, init, device)
     stage: Stage = round_stage(model, ground, satellite, g_ids, s_ids, labels, cfg, device, round_index, fake)
     fit(model, optimizer, stage, cfg, out)
-
-
-def resize_images(images: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """uint8 (N, H, W, 3) -> (N, h, w, 3), antialiased bilinear, rounded."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    x = torch.nn.functional.interpolate(x, size=size_hw, mode="bilinear", antialias=True, align_corners=False)
-    return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def load_translated(translated_dir: Path, ground_ids: np.ndarray, size_hw: tuple[int, int], threads: int

@@ -20,7 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cvgl.augment import resize_images
 from cvgl.io import Progress, atomic_path
+from cvgl.models import resolve_device
 
 
 @dataclass(frozen=True)
@@ -198,17 +200,11 @@ def train_step(model: CycleGAN, real_a: torch.Tensor, real_b: torch.Tensor, opt_
             for k, v in (("gan", loss_gan), ("cycle", loss_cycle), ("identity", loss_id), ("disc", loss_d))}
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def train_cyclegan(projections: np.ndarray, satellites: np.ndarray, cfg: CycleGANConfig, out: Path
                    ) -> CycleGAN:
     """Train on two unpaired uint8 sets at `cfg.size`; per-epoch state in `<out>.state`, resumed if it matches."""
     torch.set_num_threads(cfg.threads)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     model = CycleGAN(cfg).to(device)
     opt_g = torch.optim.Adam([*model.g_a.parameters(), *model.g_b.parameters()], lr=cfg.lr,
                              betas=(cfg.beta1, 0.999))
@@ -264,15 +260,6 @@ def translate_batch(g_a: nn.Module, projections: np.ndarray, device: torch.devic
     return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _resize_batch(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, H, W, 3) -> (N, size, size, 3), antialiased bilinear, rounded."""
-    if images.shape[1:3] == (size, size):
-        return np.ascontiguousarray(images)
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
-
-
 class CycleGANTranslator:
     """The translator interface of `cvgl.translate` (update / finish / translate) around a CycleGAN.
 
@@ -292,9 +279,9 @@ class CycleGANTranslator:
     def update(self, projections: np.ndarray | None = None, satellites: np.ndarray | None = None,
                valid: np.ndarray | None = None) -> None:
         if projections is not None:
-            self.projections.append(_resize_batch(projections, self.cfg.size))
+            self.projections.append(resize_images(projections, (self.cfg.size, self.cfg.size)))
         if satellites is not None:
-            self.satellites.append(_resize_batch(satellites, self.cfg.size))
+            self.satellites.append(resize_images(satellites, (self.cfg.size, self.cfg.size)))
 
     def finish(self) -> None:
         if not self.projections or not self.satellites:
@@ -309,7 +296,7 @@ class CycleGANTranslator:
         if self.model is None:
             raise RuntimeError("translate: the translator has not been fitted")
         device = next(self.model.parameters()).device
-        out = translate_batch(self.model.g_a, _resize_batch(projections, self.cfg.size), device)
+        out = translate_batch(self.model.g_a, resize_images(projections, (self.cfg.size, self.cfg.size)), device)
         if valid is not None:
             keep = F.interpolate(torch.from_numpy(valid.astype(np.float32))[None, None], size=out.shape[1:3],
                                  mode="nearest")[0, 0].numpy() > 0.5

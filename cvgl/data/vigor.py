@@ -21,7 +21,7 @@ and reported in `Manifests.skipped`. A panorama is dropped if any of its four ti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,22 +71,27 @@ def split_cities(cities: Sequence[str], protocol: str) -> dict[str, list[str]]:
     return out
 
 
-def read_satellite_list(path: Path, bad: BadData) -> dict[str, int]:
-    """Tile name -> 1-based line of `satellite_list.txt`; malformed or repeated lines go to `bad`."""
+def _field_lines(path: Path, what: str) -> Iterator[tuple[int, list[str]]]:
+    """(1-based line number, whitespace-separated fields) of every non-blank line; a missing file is an error."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: VIGOR satellite list does not exist")
-    tiles: dict[str, int] = {}
+        raise FileNotFoundError(f"{path}: VIGOR {what} does not exist")
     with open(path) as fh:
         for line_no, text in enumerate(fh, start=1):
             fields = text.split()
-            if not fields:
-                continue
-            if len(fields) != 1:
-                bad(path, line_no, f"expected 1 field (satellite file name), found {len(fields)}")
-            elif fields[0] in tiles:
-                bad(path, line_no, f"tile {fields[0]} already listed at line {tiles[fields[0]]}")
-            else:
-                tiles[fields[0]] = line_no
+            if fields:
+                yield line_no, fields
+
+
+def read_satellite_list(path: Path, bad: BadData) -> dict[str, int]:
+    """Tile name -> 1-based line of `satellite_list.txt`; malformed or repeated lines go to `bad`."""
+    tiles: dict[str, int] = {}
+    for line_no, fields in _field_lines(path, "satellite list"):
+        if len(fields) != 1:
+            bad(path, line_no, f"expected 1 field (satellite file name), found {len(fields)}")
+        elif fields[0] in tiles:
+            bad(path, line_no, f"tile {fields[0]} already listed at line {tiles[fields[0]]}")
+        else:
+            tiles[fields[0]] = line_no
     if not tiles:
         bad(path, 0, "satellite list is empty")
     return tiles
@@ -94,29 +99,23 @@ def read_satellite_list(path: Path, bad: BadData) -> dict[str, int]:
 
 def read_pano_split(path: Path, bad: BadData) -> list[PanoRow]:
     """Parse a 13-column panorama split file; malformed or repeated lines go to `bad`."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: VIGOR split file does not exist")
     rows: list[PanoRow] = []
     seen: dict[str, int] = {}
-    with open(path) as fh:
-        for line_no, text in enumerate(fh, start=1):
-            f = text.split()
-            if not f:
-                continue
-            if len(f) != N_FIELDS:
-                bad(path, line_no, f"expected {N_FIELDS} whitespace-separated fields (pano sat_pos dx dy "
-                                   f"semi1 dx dy semi2 dx dy semi3 dx dy), found {len(f)}")
-                continue
-            try:
-                tiles = tuple((f[c], float(f[c + 1]), float(f[c + 2])) for c in TILE_COLUMNS)
-            except ValueError as err:
-                bad(path, line_no, f"offset is not a number ({err})")
-                continue
-            if f[0] in seen:
-                bad(path, line_no, f"panorama {f[0]} already listed at line {seen[f[0]]}")
-                continue
-            seen[f[0]] = line_no
-            rows.append(PanoRow(path, line_no, f[0], tiles))
+    for line_no, f in _field_lines(path, "split file"):
+        if len(f) != N_FIELDS:
+            bad(path, line_no, f"expected {N_FIELDS} whitespace-separated fields (pano sat_pos dx dy "
+                               f"semi1 dx dy semi2 dx dy semi3 dx dy), found {len(f)}")
+            continue
+        try:
+            tiles = tuple((f[c], float(f[c + 1]), float(f[c + 2])) for c in TILE_COLUMNS)
+        except ValueError as err:
+            bad(path, line_no, f"offset is not a number ({err})")
+            continue
+        if f[0] in seen:
+            bad(path, line_no, f"panorama {f[0]} already listed at line {seen[f[0]]}")
+            continue
+        seen[f[0]] = line_no
+        rows.append(PanoRow(path, line_no, f[0], tiles))
     if not rows:
         bad(path, 0, "split file is empty")
     return rows

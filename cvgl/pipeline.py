@@ -115,25 +115,18 @@ def cache_stage(manifest_dir: Path, root: Path, view: str, split: str, size_hw: 
 
 
 def project_stage(manifest_dir: Path, root: Path, cfg: dict[str, Any], out_dir: Path, threads: int) -> None:
-    """Project every train panorama to a bird's-eye view with one cached sampling grid, in batches."""
-    from cvgl.geometry import bev_valid_mask, project_to_bev, to_uint8
+    """Project every train panorama to a bird's-eye view with one cached sampling grid, in batches of
+    `project.batch_size` decoded, projected and encoded on `threads` worker processes (cvgl.projection)."""
+    from cvgl.geometry import bev_valid_mask
+    from cvgl.projection import project_files
 
-    torch.set_num_threads(max(1, threads))
     images = read_images(manifest_dir)
     ids = image_ids(images, "ground", "train")
     rel = images.set_index("image_id").loc[ids, "path"].tolist()
     pano_hw, size, fov, band = tuple(cfg["pano_size"]), cfg["size"], cfg["fov_deg"], cfg["band"]
-    batch = cfg.get("batch_size", 64)
-    progress = Progress(len(ids), "project")
-    rows = []
-    for i in range(0, len(ids), batch):
-        panos = load_images([Path(root) / p for p in rel[i:i + batch]], pano_hw, threads)
-        x = torch.from_numpy(panos).permute(0, 3, 1, 2).float()
-        bev = to_uint8(project_to_bev(x, size, fov, band).permute(0, 2, 3, 1))
-        for gid, img in zip(ids[i:i + batch], bev, strict=True):
-            save_image(img, out_dir / f"{gid}.png")
-            rows.append((gid, f"{gid}.png"))
-        progress.update(len(panos))
+    rows = [(gid, f"{gid}.png") for gid in ids]
+    project_files([Path(root) / p for p in rel], [out_dir / name for _, name in rows], pano_hw, size, fov, band,
+                  cfg.get("batch_size", 64), threads, "project")
     valid = bev_valid_mask(pano_hw, size, fov, band)
     np.save(out_dir / "valid-mask.npy", valid)
     write_parquet(pd.DataFrame(rows, columns=["ground_id", "path"]), out_dir / "index.parquet")

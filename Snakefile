@@ -14,6 +14,9 @@ validate(config, schema="workflow/schemas/config.schema.yaml", set_default=True)
 config.update(with_paper_defaults(config))  # null t0 / fov_deg / band: the paper's value for the dataset
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/project.smk"
@@ -21,12 +24,16 @@ include: "workflow/rules/translate.smk"
 include: "workflow/rules/coldstart.smk"
 include: "workflow/rules/rounds.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         f"{RESULTS}/summary.csv",
-        f"{RESULTS}/plots",
+        rules.plots.output,
+        rules.samples.output,
+        rules.resolved_config.output,
+        rules.summary_table.output,
     default_target: True
 
 

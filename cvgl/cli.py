@@ -80,8 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
          ("--labels", {"type": Path}), ("--model", {"type": Path}), ("--out", P))
     _add(sub, "summary", "collect every round's metrics into summary.csv and print the table",
          ("--metrics", {"type": Path, "nargs": "+", "required": True}), ("--out", P))
-    _add(sub, "plots", "margin histograms per round and precision/coverage across rounds (PNG)",
+    _add(sub, "plots", "margin histograms per round; Recall@K, label counts, precision, coverage across rounds (PNG)",
          ("--summary", P), ("--labels", {"type": Path, "nargs": "*", "default": []}), ("--out", P))
+    _add(sub, "samples", "figure of a few train panoramas (drawn with the seed): projection, translation, true tile",
+         ("--manifest", P), ("--root", P), ("--projected", {"type": Path}), ("--translated", {"type": Path}),
+         ("--count", {"type": int, "default": 4}), ("--seed", {"type": int, "default": 0}), ("--out", P))
+    _add(sub, "resolved-config", "write the config a run resolved to (defaults filled in) as YAML",
+         ("--config", CFG), ("--out", P))
+    _add(sub, "summary-table", "summary.csv as an HTML table for the report", ("--summary", P), ("--out", P))
     labels = sub.add_parser("labels", help="inspect pseudo-label tables")
     lsub = labels.add_subparsers(dest="labels_command", required=True)
     _add(lsub, "show", "counts, margins, precision and the first rows of a label table",
@@ -140,6 +146,8 @@ def run(a: argparse.Namespace) -> None:
 
         for path in write_plots(a.summary, a.labels, a.out):
             print(path, file=sys.stderr)
+    elif c in ("samples", "resolved-config", "summary-table"):
+        run_report_stage(a)
     elif c == "labels":
         from cvgl import inspect_labels
 
@@ -150,6 +158,19 @@ def run(a: argparse.Namespace) -> None:
         else:
             n = inspect_labels.export_labels(a.table, a.out, a.kept_only)
             print(f"{a.out}: {n} rows", file=sys.stderr)
+
+
+def run_report_stage(a: argparse.Namespace) -> None:
+    """The report items that are not plots (cvgl.report)."""
+    from cvgl import report
+
+    if a.command == "samples":
+        shown = report.write_samples(a.manifest, a.root, a.projected, a.translated, a.count, a.seed, a.out)
+        print(f"{a.out}: train panoramas {', '.join(shown)}", file=sys.stderr)
+    elif a.command == "resolved-config":
+        report.write_resolved_config(a.config, a.out)
+    else:
+        report.write_summary_table(a.summary, a.out)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ and is deterministic."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from cvgl.labels import LABEL_COLUMNS
 
@@ -61,6 +63,25 @@ def test_dag_makes_every_artifact(tiny_run: Path) -> None:
 def test_second_run_does_nothing(tiny_run: Path) -> None:
     proc = run_ok(tiny_run, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_report_collects_the_plots_samples_config_and_summary(tiny_run: Path, tmp_path: Path) -> None:
+    """`snakemake --report` only collects what `rule all` made: it runs no job and embeds every item."""
+    report = tmp_path / "report.html"
+    run_ok(tiny_run, "--report", str(report))
+    html = report.read_text(encoding="utf-8")
+    found = re.search(r'<script id="results">\s*var results = (.*?);\s*</script>', html, re.S)
+    assert found, "no results block in the report"
+    items = {Path(path).name: item for path, item in json.loads(found.group(1)).items()}
+    assert {"rounds.png", "round-1-margins.png", "round-2-margins.png", "samples.png", "config.yaml",
+            "summary.csv", "summary.html"} <= items.keys()
+    for name in ("rounds.png", "round-1-margins.png", "samples.png"):
+        assert items[name]["mime_type"] == "image/png" and items[name]["data_uri"].startswith("data:image/png")
+        assert items[name]["caption"].strip(), name  # the caption from workflow/report/
+    assert items["round-2-margins.png"]["labels"] == {"round": "2"}
+    assert "cvgl: unsupervised cross-view geo-localization" in html  # the workflow description
+    resolved = yaml.safe_load((tiny_run / "results" / "tiny" / "report" / "config.yaml").read_text())
+    assert resolved["run"] == "tiny" and resolved["rounds"]["count"] == 2
 
 
 def test_changing_a_round_reruns_it_and_later_rounds_only(tiny_run: Path, tmp_path: Path) -> None:

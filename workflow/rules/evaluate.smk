@@ -32,7 +32,8 @@ rule summary:
     input:
         expand(f"{RESULTS}/round-{{n}}/metrics.json", n=range(ROUNDS + 1)),
     output:
-        f"{RESULTS}/summary.csv",
+        report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Rounds",
+               subcategory="Across rounds"),
     log:
         f"{RESULTS}/logs/summary.log",
     benchmark:
@@ -50,7 +51,12 @@ rule plots:
         summary=rules.summary.output,
         labels=expand(f"{RESULTS}/round-{{n}}/labels.parquet", n=range(1, ROUNDS + 1)),
     output:
-        directory(f"{RESULTS}/plots"),
+        rounds=report(f"{RESULTS}/plots/rounds.png", caption="../report/rounds.rst", category="Rounds",
+                      subcategory="Across rounds"),
+        # labels are strings (the report sorts them as text), zero-padded so round 10 sorts after round 9
+        margins=[report(f"{RESULTS}/plots/round-{n}-margins.png", caption="../report/margins.rst", category="Rounds",
+                        subcategory="Margins per round", labels={"round": str(n).zfill(len(str(ROUNDS)))})
+                 for n in range(1, ROUNDS + 1)],
     log:
         f"{RESULTS}/logs/plots.log",
     benchmark:
@@ -60,4 +66,4 @@ rule plots:
         mem_mb=1000,
         runtime=5,
     shell:
-        "{CVGL} plots --summary {input.summary} --labels {input.labels} --out {output} 2> {log}"
+        "{CVGL} plots --summary {input.summary} --labels {input.labels} --out {RESULTS}/plots 2> {log}"

@@ -1,0 +1,75 @@
+# Report items the rounds do not make: sample images of each stage, the resolved config, the summary as a table.
+# `rule all` builds them, so `snakemake --report report.html` only collects them (with summary.csv and the plots);
+# captions live in workflow/report/.
+
+REPORT = f"{RESULTS}/report"
+
+
+def sample_inputs(wildcards):
+    """Projections and translations only where the cold start made them, so an ablation that skips those stages
+    does not run them for a figure."""
+    out = {"images": rules.manifest.output.images, "truth": rules.manifest.output.truth, "dataset": dataset_inputs()}
+    if config["coldstart"]["cross"]["epochs"] > 0 and fake_source():  # the cold start made projections
+        out["projected"] = f"{RESULTS}/projected"
+        if config["translate"]["method"] != "none":
+            out["translated"] = f"{RESULTS}/translated"
+    return out
+
+
+rule samples:
+    input:
+        unpack(sample_inputs),
+    output:
+        report(f"{REPORT}/samples.png", caption="../report/samples.rst", category="Stages"),
+    params:
+        root=dataset_root(),
+        samples=4,
+        seed=config["seed"],
+        projected=lambda wc, input: f"--projected {input.projected}" if "projected" in input.keys() else "",
+        translated=lambda wc, input: f"--translated {input.translated}" if "translated" in input.keys() else "",
+    log:
+        f"{RESULTS}/logs/samples.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/samples.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "{CVGL} samples --manifest {RESULTS}/manifest --root {params.root:q} {params.projected} {params.translated} "
+        "--count {params.samples} --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule resolved_config:
+    output:
+        report(f"{REPORT}/config.yaml", caption="../report/config.rst", category="Configuration"),
+    params:
+        cfg=as_json(config),
+    log:
+        f"{RESULTS}/logs/resolved_config.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/resolved_config.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    shell:
+        "{CVGL} resolved-config --config {params.cfg:q} --out {output} > {log} 2>&1"
+
+
+rule summary_table:
+    input:
+        rules.summary.output,
+    output:
+        report(f"{REPORT}/summary.html", caption="../report/summary-table.rst", category="Rounds",
+               subcategory="Across rounds"),
+    log:
+        f"{RESULTS}/logs/summary_table.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/summary_table.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    shell:
+        "{CVGL} summary-table --summary {input} --out {output} > {log} 2>&1"

@@ -6,6 +6,7 @@ The ground and satellite branches are separate encoders by default (as in UCVGL)
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,11 @@ class Encoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B,3,H,W) floats in [0,1] -> (B,dim) unit vectors."""
         x = self.backbone.forward_features((images - self.mean) / self.std)
-        return F.normalize(self.proj(self.head(x).flatten(1)), dim=-1)
+        pooled = self.head(x).flatten(1)
+        # The neck (batch statistics) and the normalisation run in the parameters' precision (fp32), also under
+        # bf16 autocast.
+        with torch.autocast(pooled.device.type, enabled=False):
+            return F.normalize(self.proj(pooled.to(self.proj[0].weight.dtype)), dim=-1)
 
 
 class CrossViewModel(nn.Module):
@@ -116,6 +121,14 @@ class CrossViewModel(nn.Module):
             return self.ground(images)
         return self.satellite(images * self.satellite_mask)
 
+    def forward(self, ground: torch.Tensor, satellite: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both views' embeddings and the log logit scale: one call per training step, as DDP requires.
+
+        The scale goes out through an op (`clone`) so DDP sees every parameter the loss uses in the forward graph.
+        """
+        return self.encode(ground, "ground"), self.encode(satellite, "satellite"), self.logit_scale.clone()
+
 
 def centre_disc(size_hw: tuple[int, int], radius: float) -> torch.Tensor:
     """1 inside a centred disc of `radius` x half the tile side, 0 outside.
@@ -136,3 +149,24 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("device: cuda was requested but no CUDA device is available")
     return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of forward passes for `precision` (auto | fp32 | bf16); None = plain fp32.
+
+    auto = bf16 on CUDA devices that support it, fp32 elsewhere, so CPU runs stay bit-identical to fp32 ones.
+    """
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision not in ("auto", "bf16"):
+        raise ValueError(f"precision must be one of auto, fp32, bf16; got {precision!r}")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        if precision == "auto":
+            return None
+        raise RuntimeError(f"precision: bf16 was requested but {torch.cuda.get_device_name(device)} lacks bf16")
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision for a forward pass (`autocast_dtype`); nothing at all for fp32."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()

@@ -19,6 +19,7 @@ import torch
 
 from cvgl.augment import resize_images
 from cvgl.data.manifest import image_ids, read_images, read_truth, write_manifests
+from cvgl.distributed import training_network
 from cvgl.embed import embed_images
 from cvgl.embed_io import read_embeddings, write_embedding_shards
 from cvgl.index import build_index, read_index, set_search_parameters, set_threads, write_index
@@ -44,6 +45,7 @@ from cvgl.labels import (
     write_label_table,
 )
 from cvgl.metrics import hit_rate, recall_at_k, retrieval_ranks
+from cvgl.models import autocast_dtype
 from cvgl.train import (
     Stage,
     build_model,
@@ -173,7 +175,8 @@ def intra_view_train(cfg: dict[str, Any], ground_cache: Path, satellite_cache: P
     _, ground = read_image_cache(ground_cache, mmap=False)
     _, satellite = read_image_cache(satellite_cache, mmap=False)
     model, optimizer = build_model(cfg, None, device)
-    fit(model, optimizer, intra_view_stage(model, ground, satellite, cfg, device), cfg, out)
+    net = training_network(model, device)  # DDP across torchrun processes, else the model itself
+    fit(model, optimizer, intra_view_stage(net, ground, satellite, cfg, device), cfg, out)
 
 
 def cross_view_train(cfg: dict[str, Any], init: Path | None, ground_cache: Path, translated_dir: Path | None,
@@ -192,7 +195,8 @@ def cross_view_train(cfg: dict[str, Any], init: Path | None, ground_cache: Path,
         fake = load_translated(translated_dir, ids, size, cfg.get("threads", 1))
     model, optimizer = build_model(cfg, init, device)
     offset = cfg.get("schedule_offset", 0)
-    fit(model, optimizer, cross_view_stage(model, ground, fake, cfg, device, offset), cfg, out)
+    net = training_network(model, device)
+    fit(model, optimizer, cross_view_stage(net, ground, fake, cfg, device, offset), cfg, out)
 
 
 def round_train(cfg: dict[str, Any], init: Path, labels_path: Path, ground_cache: Path, satellite_cache: Path,
@@ -200,7 +204,8 @@ def round_train(cfg: dict[str, Any], init: Path, labels_path: Path, ground_cache
     """Self-training round n: train the round n-1 model on round n's pseudo (and labeled) pairs.
 
     Reads the label table without its `correct` column; with `translated_dir` the cold start's
-    (panorama, translated projection) pairs stay in the mix (`rounds.keep_fake_pairs`).
+    (panorama, translated projection) pairs stay in the mix (`rounds.keep_fake_pairs`). Under torchrun only
+    the training is spread over processes: the label table was made once, by its own rule.
     """
     device = resolve(cfg)
     g_ids, ground = read_image_cache(ground_cache, mmap=False)
@@ -210,7 +215,8 @@ def round_train(cfg: dict[str, Any], init: Path, labels_path: Path, ground_cache
     if translated_dir is not None:
         fake = load_translated(translated_dir, g_ids, tuple(cfg["model"]["satellite_size"]), cfg.get("threads", 1))
     model, optimizer = build_model(cfg, init, device)
-    stage: Stage = round_stage(model, ground, satellite, g_ids, s_ids, labels, cfg, device, round_index, fake)
+    net = training_network(model, device)
+    stage: Stage = round_stage(net, ground, satellite, g_ids, s_ids, labels, cfg, device, round_index, fake)
     fit(model, optimizer, stage, cfg, out)
 
 
@@ -230,16 +236,20 @@ def load_translated(translated_dir: Path, ground_ids: np.ndarray, size_hw: tuple
 
 
 def embed_stage(model_path: Path, caches: dict[str, Path], out_dir: Path, batch_size: int, device_name: str,
-                threads: int) -> None:
-    """Embed each view's image cache with that view's encoder into parquet shards `<view>-NNNN.parquet`."""
+                threads: int, precision: str = "auto") -> None:
+    """Embed each view's image cache with that view's encoder into parquet shards `<view>-NNNN.parquet`.
+
+    `precision` auto = bf16 autocast on CUDA, fp32 on CPU; the embeddings are written as float32 either way.
+    """
     ckpt = load_checkpoint(model_path)
     cfg = dict(ckpt["config"], device=device_name, threads=threads)
     device = resolve(cfg)
     model, _ = build_model(cfg, None, device)
     model.load_state_dict(ckpt["model"])
+    dtype = autocast_dtype(precision, device)
     for view, cache in caches.items():
         ids, images = read_image_cache(cache)
-        emb = embed_images(model, images, view, batch_size, device, f"embed {Path(cache).stem}")
+        emb = embed_images(model, images, view, batch_size, device, f"embed {Path(cache).stem}", dtype)
         write_embedding_shards(list(ids), emb, out_dir, view)
 
 

@@ -3,6 +3,7 @@
 All loops share `fit`: one cosine learning-rate schedule per stage, a checkpoint of the complete state after
 every epoch (atomic), and resume from the last complete epoch. Batches and augmentations come from a
 generator seeded by (seed, stage, epoch), so a resumed run reproduces an uninterrupted one exactly.
+Under torchrun the same loops train across processes on the same global batches (`cvgl.distributed`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import pandas as pd
 import torch
 
 from cvgl.augment import joint_flip_rotate, photometric, random_affine, to_tensor
+from cvgl.distributed import barrier, encode_global, init_from_env, is_main
 from cvgl.io import Progress, atomic_path
 from cvgl.losses import info_nce
-from cvgl.models import CrossViewModel, resolve_device
+from cvgl.models import CrossViewModel, autocast_dtype, resolve_device
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ground rows, satellite rows, labeled mask
 
@@ -98,7 +100,10 @@ def build_model(cfg: dict[str, Any], init: str | Path | None, device: torch.devi
 
 def fit(model: CrossViewModel, optimizer: torch.optim.Optimizer, stage: Stage, cfg: dict[str, Any],
         out_path: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run a stage's epochs with per-epoch checkpoints; resume from `<out>.state` if it matches the config."""
+    """Run a stage's epochs with per-epoch checkpoints; resume from `<out>.state` if it matches the config.
+
+    Across processes every rank reads the same state and only rank 0 writes.
+    """
     state_path = out_path.with_name(out_path.name + ".state")
     digest = config_digest(cfg)
     history: list[dict[str, Any]] = []
@@ -109,16 +114,20 @@ def fit(model: CrossViewModel, optimizer: torch.optim.Optimizer, stage: Stage, c
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start, history = state["epoch"], state["history"]
-            print(f"[{stage.name}] resuming after epoch {start}", file=sys.stderr, flush=True)
-        else:
+            if is_main():
+                print(f"[{stage.name}] resuming after epoch {start}", file=sys.stderr, flush=True)
+        elif is_main():
             print(f"[{stage.name}] ignoring {state_path}: made with another config", file=sys.stderr)
     for epoch in range(start, stage.epochs):
         history.append(run_epoch(model, optimizer, stage, cfg, epoch))
-        save_checkpoint(checkpoint_dict(model, optimizer, epoch + 1, cfg, digest, history, stage), state_path)
+        if is_main():
+            save_checkpoint(checkpoint_dict(model, optimizer, epoch + 1, cfg, digest, history, stage), state_path)
     final = checkpoint_dict(model, optimizer, stage.epochs, cfg, digest, history, stage)
     final.update(extra or {})
-    save_checkpoint(final, out_path)
-    state_path.unlink(missing_ok=True)
+    if is_main():
+        save_checkpoint(final, out_path)
+        state_path.unlink(missing_ok=True)
+    barrier()  # no rank returns before the model file exists
     return final
 
 
@@ -145,12 +154,14 @@ def run_epoch(model: CrossViewModel, optimizer: torch.optim.Optimizer, stage: St
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
-        progress.update(1, f"loss {np.mean(losses[-20:]):.4f}")
+        if is_main():
+            progress.update(1, f"loss {np.mean(losses[-20:]):.4f}")
     mean = float(np.mean(losses)) if losses else float("nan")
     record = {"epoch": epoch + 1, "lr": lr, "loss": mean, "steps": len(losses),
               "seconds": round(time.perf_counter() - t0, 2), "logit_scale": float(model.logit_scale.detach().exp())}
-    print(f"[{stage.name}] epoch {epoch + 1}/{stage.epochs} loss {mean:.4f} lr {lr:.2e} "
-          f"steps {len(losses)} {record['seconds']}s", file=sys.stderr, flush=True)
+    if is_main():
+        print(f"[{stage.name}] epoch {epoch + 1}/{stage.epochs} loss {mean:.4f} lr {lr:.2e} "
+              f"steps {len(losses)} {record['seconds']}s", file=sys.stderr, flush=True)
     return record
 
 
@@ -192,10 +203,14 @@ def distinct_batches(keys: np.ndarray, batch: int, gen: torch.Generator) -> list
 # Stage 1: intra-view self-supervision
 
 
-def intra_view_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray, cfg: dict[str, Any],
-                     device: torch.device) -> Stage:
-    """Two augmented views of the same image are a positive pair, within each view (method.md §4, stage 1)."""
+def intra_view_stage(model: CrossViewModel | torch.nn.Module, ground: np.ndarray, satellite: np.ndarray,
+                     cfg: dict[str, Any], device: torch.device) -> Stage:
+    """Two augmented views of the same image are a positive pair, within each view (method.md §4, stage 1).
+
+    `model` is the model or, across processes, its `cvgl.distributed.training_network`.
+    """
     scfg, aug = cfg["stage"], cfg["augment"]
+    dtype = autocast_dtype(cfg.get("precision", "auto"), device)
     n = max(len(ground), len(satellite))
     batch = min(cfg["optim"]["batch_size"], len(ground), len(satellite))
 
@@ -215,9 +230,9 @@ def intra_view_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.nd
         s2 = photometric(random_affine(s, gen, a.get("shift", 0.2), a.get("scale", 0.2), a.get("rotate", 15)),
                          gen, aug)
         eps = scfg["smoothing"]
-        ge, se = model.encode(torch.cat([g1, g2]), "ground"), model.encode(torch.cat([s1, s2]), "satellite")
+        ge, se, scale = encode_global(model, torch.cat([g1, g2]), torch.cat([s1, s2]), dtype)
         k = len(g)
-        return info_nce(ge[:k], ge[k:], model.logit_scale, eps) + info_nce(se[:k], se[k:], model.logit_scale, eps)
+        return info_nce(ge[:k], ge[k:], scale, eps) + info_nce(se[:k], se[k:], scale, eps)
 
     epochs = scfg["epochs"]
     return Stage("intra-view", epochs, lambda e: cosine_factor(e / epochs), batches, loss, lambda e: n // batch)
@@ -227,22 +242,27 @@ def intra_view_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.nd
 # Stage 2 and rounds: cross-view pairs
 
 
-def cross_view_loss(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray, cfg: dict[str, Any],
-                    device: torch.device) -> Callable[[Batch, torch.Generator], torch.Tensor]:
-    """Loss of a batch of (ground row, satellite row, labeled?) with joint flip/rotation and photometric aug."""
+def cross_view_loss(model: CrossViewModel | torch.nn.Module, ground: np.ndarray, satellite: np.ndarray,
+                    cfg: dict[str, Any], device: torch.device) -> Callable[[Batch, torch.Generator], torch.Tensor]:
+    """Loss of a batch of (ground row, satellite row, labeled?) with joint flip/rotation and photometric aug.
+
+    Every process augments the whole global batch; each encodes its rows; the loss sees the gathered batch.
+    """
     aug, eps = cfg["augment"], cfg["stage"]["smoothing"]
+    dtype = autocast_dtype(cfg.get("precision", "auto"), device)
 
     def loss(b: Batch, gen: torch.Generator) -> torch.Tensor:
         g, s = to_tensor(ground[b[0]], device), to_tensor(satellite[b[1]], device)
         g, s = joint_flip_rotate(g, s, gen, aug.get("flip_p", 0.5), aug.get("rotate_p", 0.5))
         g, s = photometric(g, gen, aug), photometric(s, gen, aug)
         labeled = None if b[2] is None else torch.from_numpy(b[2])
-        return info_nce(model.encode(g, "ground"), model.encode(s, "satellite"), model.logit_scale, eps, labeled)
+        ge, se, scale = encode_global(model, g, s, dtype)
+        return info_nce(ge, se, scale, eps, labeled)
 
     return loss
 
 
-def cross_view_stage(model: CrossViewModel, ground: np.ndarray, fake_satellite: np.ndarray,
+def cross_view_stage(model: CrossViewModel | torch.nn.Module, ground: np.ndarray, fake_satellite: np.ndarray,
                      cfg: dict[str, Any], device: torch.device, offset: int) -> Stage:
     """(panorama i, its translated projection i) are positives: labels the data makes itself (stage 2)."""
     if len(ground) != len(fake_satellite):
@@ -356,5 +376,6 @@ def round_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray
 
 
 def resolve(cfg: dict[str, Any]) -> torch.device:
+    """Threads, seeds and the device; under torchrun also this rank's place in the process group."""
     setup_torch(cfg.get("threads", 1), cfg["seed"])
-    return resolve_device(cfg.get("device", "auto"))
+    return init_from_env(resolve_device(cfg.get("device", "auto")), cfg.get("threads", 1))

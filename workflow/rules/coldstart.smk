@@ -17,8 +17,9 @@ rule intra_view:
     resources:
         mem_mb=8000,
         runtime=120,
+        gpu=training_gpus(),
     shell:
-        "{CVGL} intra-view --config {params.cfg:q} --ground-cache {input.ground} "
+        "{CVGL_TRAIN} intra-view --config {params.cfg:q} --ground-cache {input.ground} "
         "--satellite-cache {input.satellite} --out {output} > {log} 2>&1"
 
 
@@ -39,6 +40,7 @@ rule cross_view:
     resources:
         mem_mb=8000,
         runtime=120,
+        gpu=training_gpus(),
     shell:
-        "{CVGL} cross-view --config {params.cfg:q} {params.init} --ground-cache {input.ground} "
+        "{CVGL_TRAIN} cross-view --config {params.cfg:q} {params.init} --ground-cache {input.ground} "
         "{params.translated} --out {output} > {log} 2>&1"

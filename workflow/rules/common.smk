@@ -12,6 +12,15 @@ ROUNDS = config["rounds"]["count"]
 THREADS = config["threads"]
 # Rules call the `cvgl` console script; fall back to this interpreter's module if it is not on PATH.
 CVGL = "cvgl" if shutil.which("cvgl") else f"{sys.executable} -m cvgl"
+# Training rules start `processes` copies of their stage with torchrun (one per GPU; cvgl.distributed).
+PROCESSES = config["processes"]
+TORCHRUN = "torchrun" if shutil.which("torchrun") else f"{sys.executable} -m torch.distributed.run"
+CVGL_TRAIN = CVGL if PROCESSES == 1 else f"{TORCHRUN} --standalone --nproc_per_node {PROCESSES} -m cvgl"
+
+
+def training_gpus():
+    """GPUs a training job asks the scheduler for (resources: gpu): one per process, none when device is cpu."""
+    return PROCESSES if config["device"] != "cpu" else 0
 
 
 wildcard_constraints:
@@ -62,8 +71,9 @@ def image_size(view):
 
 def train_config(stage, **extra):
     """The slice a training job sees: model, optimiser, augmentation, seed and its stage's settings."""
-    return as_json(dict(seed=config["seed"], device=config["device"], threads=THREADS, model=config["model"],
-                        optim=config["optim"], augment=config["augment"], stage=stage, **extra))
+    return as_json(dict(seed=config["seed"], device=config["device"], precision=config["precision"],
+                        threads=THREADS, model=config["model"], optim=config["optim"], augment=config["augment"],
+                        stage=stage, **extra))
 
 
 def round_settings(n):

@@ -18,6 +18,7 @@ rule embed:
     params:
         batch=config["evaluate"]["batch_size"],
         device=config["device"],
+        precision=config["precision"],
     log:
         f"{RESULTS}/logs/round-{{n}}/embed-{{split}}.log",
     benchmark:
@@ -28,7 +29,8 @@ rule embed:
         runtime=60,
     shell:
         "{CVGL} embed --model {input.model} --ground-cache {input.ground} --satellite-cache {input.satellite} "
-        "--out {output} --batch-size {params.batch} --device {params.device} --threads {threads} > {log} 2>&1"
+        "--out {output} --batch-size {params.batch} --device {params.device} --precision {params.precision} "
+        "--threads {threads} > {log} 2>&1"
 
 
 rule index:
@@ -116,7 +118,8 @@ rule train_round:
     resources:
         mem_mb=8000,
         runtime=240,
+        gpu=training_gpus(),
     shell:
-        "{CVGL} train-round --config {params.cfg:q} --init {input.init} --labels {input.labels} "
+        "{CVGL_TRAIN} train-round --config {params.cfg:q} --init {input.init} --labels {input.labels} "
         "--ground-cache {input.ground} --satellite-cache {input.satellite} --round {wildcards.n} "
         "{params.translated} --out {output} > {log} 2>&1"

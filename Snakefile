@@ -2,6 +2,7 @@
 # This file is a table of contents; the rules live in workflow/rules/, the work in `cvgl <stage>`.
 from snakemake.utils import min_version, validate
 
+from cvgl.config import check_config
 from cvgl.defaults import with_paper_defaults
 
 min_version("9.0")
@@ -10,6 +11,7 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+check_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")  # one line per bad key path
 validate(config, schema="workflow/schemas/config.schema.yaml", set_default=True)
 config.update(with_paper_defaults(config))  # null t0 / fov_deg / band: the paper's value for the dataset
 

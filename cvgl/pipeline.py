@@ -242,7 +242,9 @@ def embed_stage(model_path: Path, caches: dict[str, Path], out_dir: Path, batch_
     `precision` auto = bf16 autocast on CUDA, fp32 on CPU; the embeddings are written as float32 either way.
     """
     ckpt = load_checkpoint(model_path)
-    cfg = dict(ckpt["config"], device=device_name, threads=threads)
+    # The checkpoint holds every weight: the backbone's pretrained file (model.weights) is not needed again.
+    cfg = dict(ckpt["config"], device=device_name, threads=threads,
+               model={**ckpt["config"]["model"], "weights": None})
     device = resolve(cfg)
     model, _ = build_model(cfg, None, device)
     model.load_state_dict(ckpt["model"])

@@ -21,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from cvgl.io import Progress
+
 SKIPPED_COLUMNS = ["file", "line", "reason"]
 JPEG_EOI_WINDOW = 1024  # bytes searched for the end-of-image marker (0xFFD9 cannot occur inside scan data)
 
@@ -98,10 +100,12 @@ class FileChecker:
             else:
                 out[rel] = (FileNotFoundError, f"image {self.root / rel} does not exist")
         if self.verify_images and present:
+            progress = Progress(len(present), "verify images")  # 100k headers take minutes: show it is moving
             with ThreadPoolExecutor(max(1, threads)) as pool:
                 for rel, err in zip(present, pool.map(lambda r: verify_image(self.root / r), present), strict=True):
                     if err is not None:
                         out[rel] = (ValueError, f"image {self.root / rel} is unreadable ({err})")
+                    progress.update(1)
         return out
 
 

@@ -231,7 +231,8 @@ def train_cyclegan(projections: np.ndarray, satellites: np.ndarray, cfg: CycleGA
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         order_a = torch.randperm(len(projections), generator=gen).numpy()
         draw_b = torch.randint(0, len(satellites), (len(projections),), generator=gen).numpy()
-        progress = Progress(steps, f"cyclegan epoch {epoch + 1}/{total}")
+        # a few lines per epoch, like the encoders' loops: the paper's 200 epochs stay a readable log
+        progress = Progress(steps, f"cyclegan epoch {epoch + 1}/{total}", step=0.25)
         sums: dict[str, float] = {}
         t0 = time.time()
         model.train()

@@ -4,7 +4,10 @@
 rule intra_view:
     input:
         ground=f"{RESULTS}/cache/train-ground.npy",
+        ground_ids=f"{RESULTS}/cache/train-ground.npy.ids.parquet",
         satellite=f"{RESULTS}/cache/train-satellite.npy",
+        satellite_ids=f"{RESULTS}/cache/train-satellite.npy.ids.parquet",
+        weights=model_weights(),
     output:
         f"{RESULTS}/coldstart/intra.pt",
     params:

@@ -65,6 +65,23 @@ def dataset_inputs():
     return [str(s) for s in splits]
 
 
+def model_weights():
+    """The backbone's local weights file as an input of the jobs that build a model from it (none = random init).
+    Checked when the DAG is built, so a wrong path fails at once instead of in the first training job."""
+    weights = config["model"].get("weights")
+    if not weights:
+        return []
+    if not Path(weights).is_file():
+        raise WorkflowError(f"model.weights: {weights} does not exist (or is not a file)")
+    return [weights]
+
+
+def gpus(uses_gpu=True):
+    """GPUs a job asks the scheduler for: one for torch jobs unless the run is pinned to the CPU (device: cpu).
+    Locally `gpu` is only limited where a profile sets `resources: gpu=N`; on SLURM it becomes --gpus."""
+    return 1 if uses_gpu and config["device"] != "cpu" else 0
+
+
 def image_size(view):
     return config["model"]["ground_size" if view == "ground" else "satellite_size"]
 
@@ -111,7 +128,9 @@ def fake_source():
 
 def cross_view_inputs(wildcards):
     """The cross-view stage reads the intra-view model and the fakes only when those stages are on."""
-    out = {"ground": f"{RESULTS}/cache/train-ground.npy"}
+    out = {"ground": f"{RESULTS}/cache/train-ground.npy",
+           "ground_ids": f"{RESULTS}/cache/train-ground.npy.ids.parquet",
+           "weights": model_weights()}
     if config["coldstart"]["intra"]["epochs"] > 0:
         out["init"] = f"{RESULTS}/coldstart/intra.pt"
     if config["coldstart"]["cross"]["epochs"] > 0 and fake_source():

@@ -12,7 +12,9 @@ rule embed:
     input:
         model=f"{RESULTS}/round-{{n}}/model.pt",
         ground=f"{RESULTS}/cache/{{split}}-ground.npy",
+        ground_ids=f"{RESULTS}/cache/{{split}}-ground.npy.ids.parquet",
         satellite=f"{RESULTS}/cache/{{split}}-satellite.npy",
+        satellite_ids=f"{RESULTS}/cache/{{split}}-satellite.npy.ids.parquet",
     output:
         directory(f"{RESULTS}/round-{{n}}/embeddings/{{split}}"),
     params:
@@ -27,6 +29,7 @@ rule embed:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=gpus(),
     shell:
         "{CVGL} embed --model {input.model} --ground-cache {input.ground} --satellite-cache {input.satellite} "
         "--out {output} --batch-size {params.batch} --device {params.device} --precision {params.precision} "
@@ -58,6 +61,7 @@ rule pseudo_label:
     input:
         embeddings=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/embeddings/train",
         index=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/index/train-satellite.faiss",
+        index_ids=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/index/train-satellite.faiss.ids.parquet",
         labeled=rules.manifest.output.labeled,
     output:
         f"{RESULTS}/round-{{n}}/matches.parquet",
@@ -101,8 +105,11 @@ rule train_round:
         init=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/model.pt",
         labels=rules.pseudo_label.output,
         ground=f"{RESULTS}/cache/train-ground.npy",
+        ground_ids=f"{RESULTS}/cache/train-ground.npy.ids.parquet",
         satellite=f"{RESULTS}/cache/train-satellite.npy",
+        satellite_ids=f"{RESULTS}/cache/train-satellite.npy.ids.parquet",
         translated=fake_pairs_input,
+        weights=model_weights(),
     output:
         f"{RESULTS}/round-{{n}}/model.pt",
     wildcard_constraints:

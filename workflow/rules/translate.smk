@@ -5,6 +5,7 @@ rule translate:
     input:
         projected=rules.project.output,
         satellites=f"{RESULTS}/cache/train-satellite.npy",
+        satellite_ids=f"{RESULTS}/cache/train-satellite.npy.ids.parquet",
     output:
         model=f"{RESULTS}/translator/model.pt",
         images=directory(f"{RESULTS}/translated"),
@@ -20,6 +21,7 @@ rule translate:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=gpus(config["translate"]["method"] == "cyclegan"),
     shell:
         "{CVGL} translate --projected {input.projected} --satellite-cache {input.satellites} "
         "--method {params.method} --options {params.options:q} --model-out {output.model} "

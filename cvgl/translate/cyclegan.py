@@ -120,8 +120,9 @@ class ImagePool:
         self.images: list[torch.Tensor] = []
 
     def query(self, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Fakes for the discriminator update, always detached from the generators' graph."""
         if self.size == 0:
-            return batch
+            return batch.detach()  # pool_size 0: the fresh fakes, as for any size
         out = []
         for img in batch.detach():
             if len(self.images) < self.size:
@@ -200,6 +201,12 @@ def train_step(model: CycleGAN, real_a: torch.Tensor, real_b: torch.Tensor, opt_
             for k, v in (("gan", loss_gan), ("cycle", loss_cycle), ("identity", loss_id), ("disc", loss_d))}
 
 
+def unpaired_epoch(n_a: int, n_b: int, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch's sampling (the official `UnalignedDataset`): every A once in a shuffled order, and for each a
+    B drawn uniformly at random, independently of A, so no pairing of the two sets can leak into training."""
+    return torch.randperm(n_a, generator=gen).numpy(), torch.randint(0, n_b, (n_a,), generator=gen).numpy()
+
+
 def train_cyclegan(projections: np.ndarray, satellites: np.ndarray, cfg: CycleGANConfig, out: Path
                    ) -> CycleGAN:
     """Train on two unpaired uint8 sets at `cfg.size`; per-epoch state in `<out>.state`, resumed if it matches."""
@@ -229,8 +236,7 @@ def train_cyclegan(projections: np.ndarray, satellites: np.ndarray, cfg: CycleGA
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(epoch, cfg)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order_a = torch.randperm(len(projections), generator=gen).numpy()
-        draw_b = torch.randint(0, len(satellites), (len(projections),), generator=gen).numpy()
+        order_a, draw_b = unpaired_epoch(len(projections), len(satellites), gen)
         # a few lines per epoch, like the encoders' loops: the paper's 200 epochs stay a readable log
         progress = Progress(steps, f"cyclegan epoch {epoch + 1}/{total}", step=0.25)
         sums: dict[str, float] = {}

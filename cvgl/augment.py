@@ -123,6 +123,32 @@ def joint_flip_rotate(ground: torch.Tensor, satellite: torch.Tensor, gen: torch.
     return g_out, s_out
 
 
+#: The joint symmetries `joint_flip_rotate` trains the model to respect, as (flip, quarter turns), by count:
+#: 1 = identity, 2 = + mirror, 4 = the four rotations, 8 = all of them (the dihedral group of the tile).
+JOINT_SYMMETRIES: dict[int, tuple[tuple[bool, int], ...]] = {
+    1: ((False, 0),),
+    2: ((False, 0), (True, 0)),
+    4: tuple((False, r) for r in range(4)),
+    8: tuple((f, r) for f in (False, True) for r in range(4)),
+}
+
+
+def view_symmetry(x: torch.Tensor, view: str, flip: bool, quarter_turns: int) -> torch.Tensor:
+    """One view's half of a joint symmetry of `joint_flip_rotate` (same order: mirror, then rotate).
+
+    A tile turned by r quarter turns matches its panorama rolled left by r*W/4, so applying the same (flip, r)
+    to a ground image and to its tile keeps the pair a pair.
+    """
+    if flip:
+        x = x.flip(-1)
+    if quarter_turns:
+        if view == "ground":
+            x = torch.roll(x, shifts=-quarter_turns * x.shape[-1] // 4, dims=-1)
+        else:
+            x = torch.rot90(x, k=quarter_turns, dims=(-2, -1))
+    return x
+
+
 def photometric(x: torch.Tensor, gen: torch.Generator, cfg: dict) -> torch.Tensor:
     """The per-view photometric pipeline: dropout, colour jitter / grayscale, blur."""
     x = cutout(x, gen, p=cfg.get("cutout_p", 0.5))

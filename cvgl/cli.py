@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "embed", "embed a split's ground and satellite caches into parquet shards",
          ("--model", P), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P),
          ("--batch-size", {"type": int, "default": 128}), ("--device", {"default": "auto"}),
-         ("--precision", {"default": "auto", "choices": ["auto", "fp32", "bf16"]}), ("--threads", THREADS))
+         ("--precision", {"default": "auto", "choices": ["auto", "fp32", "bf16"]}),
+         ("--symmetries", {"type": int, "default": 1, "choices": [1, 2, 4, 8]}), ("--threads", THREADS))
     _add(sub, "index", "FAISS index of a split's satellite embeddings",
          ("--embeddings", P), ("--factory", {"default": "Flat"}), ("--out", P), ("--threads", THREADS))
     _add(sub, "pseudo-label", "Adaptive Mutual Matching: a round's label table",
@@ -127,7 +128,7 @@ def run(a: argparse.Namespace) -> None:
         pipeline.cross_view_train(a.config, a.init, a.ground_cache, a.translated, a.out)
     elif c == "embed":
         pipeline.embed_stage(a.model, {"ground": a.ground_cache, "satellite": a.satellite_cache}, a.out,
-                             a.batch_size, a.device, a.threads, a.precision)
+                             a.batch_size, a.device, a.threads, a.precision, a.symmetries)
     elif c == "index":
         pipeline.index_stage(a.embeddings, a.factory, a.out, a.threads)
     elif c == "pseudo-label":

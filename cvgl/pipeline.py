@@ -236,10 +236,11 @@ def load_translated(translated_dir: Path, ground_ids: np.ndarray, size_hw: tuple
 
 
 def embed_stage(model_path: Path, caches: dict[str, Path], out_dir: Path, batch_size: int, device_name: str,
-                threads: int, precision: str = "auto") -> None:
+                threads: int, precision: str = "auto", symmetries: int = 1) -> None:
     """Embed each view's image cache with that view's encoder into parquet shards `<view>-NNNN.parquet`.
 
     `precision` auto = bf16 autocast on CUDA, fp32 on CPU; the embeddings are written as float32 either way.
+    `symmetries` > 1 averages similarities over that many joint flips/rotations (`cvgl.embed.embed_images`).
     """
     ckpt = load_checkpoint(model_path)
     # The checkpoint holds every weight: the backbone's pretrained file (model.weights) is not needed again.
@@ -251,7 +252,7 @@ def embed_stage(model_path: Path, caches: dict[str, Path], out_dir: Path, batch_
     dtype = autocast_dtype(precision, device)
     for view, cache in caches.items():
         ids, images = read_image_cache(cache)
-        emb = embed_images(model, images, view, batch_size, device, f"embed {Path(cache).stem}", dtype)
+        emb = embed_images(model, images, view, batch_size, device, f"embed {Path(cache).stem}", dtype, symmetries)
         write_embedding_shards(list(ids), emb, out_dir, view)
 
 

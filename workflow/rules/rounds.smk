@@ -8,6 +8,11 @@ def fake_pairs_input(wildcards):
     return [fake_source()] if keep else []
 
 
+def embedding_symmetries(wildcards):
+    """Train embeddings (pseudo labels) average over `labels.symmetries`; the test split is embedded plainly."""
+    return config["labels"]["symmetries"] if wildcards.split == "train" else 1
+
+
 rule embed:
     input:
         model=f"{RESULTS}/round-{{n}}/model.pt",
@@ -21,6 +26,7 @@ rule embed:
         batch=config["evaluate"]["batch_size"],
         device=config["device"],
         precision=config["precision"],
+        symmetries=embedding_symmetries,
     log:
         f"{RESULTS}/logs/round-{{n}}/embed-{{split}}.log",
     benchmark:
@@ -33,7 +39,7 @@ rule embed:
     shell:
         "{CVGL} embed --model {input.model} --ground-cache {input.ground} --satellite-cache {input.satellite} "
         "--out {output} --batch-size {params.batch} --device {params.device} --precision {params.precision} "
-        "--threads {threads} > {log} 2>&1"
+        "--symmetries {params.symmetries} --threads {threads} > {log} 2>&1"
 
 
 rule index:

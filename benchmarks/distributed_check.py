@@ -14,80 +14,35 @@ precision  fp32 vs bf16 autocast: a cross-view epoch of a convnext_tiny at 128x5
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import socket
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import cvgl.train as train
-from cvgl import augment
-from cvgl.distributed import training_network
 from cvgl.embed import embed_images
 from cvgl.models import autocast_dtype, resolve_device
-from cvgl.train import build_model, cross_view_stage, fit, intra_view_stage, resolve, round_stage, setup_torch
+from cvgl.train import build_model, cross_view_stage, fit, setup_torch
 
-N = 10  # pairs, in batches of 5: uneven shards for two ranks
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The check is the test's, with the device as a parameter: one setup, one float64 context.
+from tests.test_distributed import CFG, float64, images, train_stages  # noqa: E402
 
 
 def tiny_config(device: str) -> dict[str, Any]:
-    return {"seed": 0, "device": device, "threads": 1, "precision": "auto",
-            "model": {"backbone": "convnext_atto", "head": "gem", "dim": 16, "ground_size": [32, 64],
-                      "satellite_size": [32, 32], "satellite_mask_radius": 0.5},
-            "optim": {"lr": 1e-3, "weight_decay": 0.01, "batch_size": 5},
-            "augment": {}, "stage": {"epochs": 1, "smoothing": 0.1, "labeled_ratio": 0.4, "rounds": 2}}
+    """The test's tiny two-stage setup (tests/test_distributed.py), on `device`."""
+    return dict(CFG, device=device)
 
 
 def report(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
-
-
-def images(n: int, hw: tuple[int, int], seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (n, *hw, 3), dtype=np.uint8)
-
-
-@contextlib.contextmanager
-def float64() -> Iterator[None]:
-    """Models, augmentations and images in float64, so rounding cannot hide a wrong gradient."""
-    dtype, to_tensor = torch.get_default_dtype(), train.to_tensor
-    torch.set_default_dtype(torch.float64)
-    train.to_tensor = lambda x, device: augment.to_tensor(x, device).double()
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(dtype)
-        train.to_tensor = to_tensor
-
-
-def train_stages(out: Path, cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    ground, satellite = images(N, (32, 64), 1), images(N, (32, 32), 2)
-    g_ids = np.array([f"g{i}" for i in range(N)], dtype=object)
-    s_ids = np.array([f"s{i}" for i in range(N)], dtype=object)
-    labels = pd.DataFrame({"ground_id": g_ids, "satellite_id": s_ids[::-1], "kept": np.arange(N) < 6,
-                           "source": "pseudo"})
-    results = {}
-    for name in ("intra", "round"):
-        device = resolve(cfg)
-        model, optimizer = build_model(cfg, None, device)
-        init = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        net = training_network(model, device)
-        stage = (intra_view_stage(net, ground, satellite, cfg, device) if name == "intra"
-                 else round_stage(net, ground, satellite, g_ids, s_ids, labels, cfg, device, 1))
-        final = fit(model, optimizer, stage, cfg, out / f"{name}.pt")
-        results[name] = {"init": init, "model": {k: v.detach().cpu() for k, v in final["model"].items()},
-                         "losses": [h["loss"] for h in final["history"]],
-                         "batchnorm": type(model.ground.proj[0]).__name__}
-    return results
 
 
 def rank_main(rank: int, ranks: int, port: int, device: str, out: Path) -> None:

@@ -49,8 +49,9 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
     out = []
     for n in range(1, rounds["count"] + 1):
         model.eval()
-        m = mutual_matches(embed_images(model, ground, "ground", 256, device),
-                           embed_images(model, sats, "satellite", 256, device))
+        k = cfg.get("labels", {}).get("symmetries", 1)  # as the workflow's train embeddings
+        m = mutual_matches(embed_images(model, ground, "ground", 256, device, symmetries=k),
+                           embed_images(model, sats, "satellite", 256, device, symmetries=k))
         table = build_label_table(list(g_ids), list(s_ids), m, margin_threshold(n, rounds["t0"], rounds["count"]),
                                   labeled if len(labeled) else None)
         rc = dict(ckpt["config"], optim=dict(ckpt["config"]["optim"], lr=rounds["lr"]),

@@ -60,7 +60,7 @@ def float64() -> Iterator[None]:
         train.to_tensor = to_tensor
 
 
-def train_stages(out: Path) -> dict[str, dict[str, Any]]:
+def train_stages(out: Path, cfg: dict[str, Any] = CFG) -> dict[str, dict[str, Any]]:
     """Intra-view (both views of a batch through each encoder) and a pseudo-pair round (labeled and
     unlabeled-as-negative rows; the cross-view loss), as the pipeline runs them: the same code in one process
     or in each of several."""
@@ -71,17 +71,19 @@ def train_stages(out: Path) -> dict[str, dict[str, Any]]:
                            "source": "pseudo"})
     results = {}
     for name in ("intra", "round"):
-        device = resolve(CFG)
-        model, optimizer = build_model(CFG, None, device)
-        init = {k: v.clone() for k, v in model.state_dict().items()}
+        device = resolve(cfg)
+        model, optimizer = build_model(cfg, None, device)
+        init = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         net = training_network(model, device)
         if name == "intra":
-            stage = intra_view_stage(net, ground, satellite, CFG, device)
+            stage = intra_view_stage(net, ground, satellite, cfg, device)
         else:
-            stage = round_stage(net, ground, satellite, g_ids, s_ids, labels, CFG, device, 1)
-        final = fit(model, optimizer, stage, CFG, out / f"{name}.pt")
-        results[name] = {"init": init, "model": final["model"], "losses": [h["loss"] for h in final["history"]],
-                         "steps": [h["steps"] for h in final["history"]]}
+            stage = round_stage(net, ground, satellite, g_ids, s_ids, labels, cfg, device, 1)
+        final = fit(model, optimizer, stage, cfg, out / f"{name}.pt")
+        results[name] = {"init": init, "model": {k: v.detach().cpu() for k, v in final["model"].items()},
+                         "losses": [h["loss"] for h in final["history"]],
+                         "steps": [h["steps"] for h in final["history"]],
+                         "batchnorm": type(model.ground.proj[0]).__name__}
     return results
 
 

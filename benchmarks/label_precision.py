@@ -1,0 +1,115 @@
+"""How precise are the first pseudo labels, and what raises their precision? (issue 4 diagnostics)
+
+Takes a finished run's cold-start model (`round-0/model.pt`) and its train split, and scores every train panorama
+against every train tile with several similarities, then reports for each: train R@1, the mutual nearest neighbours
+(how many, share correct), the precision of the top 60/120/240 mutual pairs ranked by their top-1/top-2 margin,
+and what Adaptive Mutual Matching keeps at the round-1 threshold `--t0`. Truth is read for these diagnostics only.
+
+Similarities:
+* cross, k = 1/2/4/8: ground encoder vs satellite encoder, averaged over k joint symmetries
+  (`labels.symmetries`, `cvgl.embed.embed_images`); k = 1 is the plain embedding;
+* (cross + fake)/2: also the satellite encoder's similarity between each panorama's translated projection and
+  every tile (the cold start's own bridge between the views);
+* z(cross) + z(pixel): row-standardised cross similarity plus the no-learning pixel similarity of each raw
+  projection to every tile on the centre disc the satellite encoder sees (benchmarks/pixel_baseline.py).
+
+    python benchmarks/label_precision.py results/synth-unsupervised [--symmetries 1 2 4 8] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cvgl.data.manifest import read_truth
+from cvgl.embed import embed_images
+from cvgl.io import load_images, read_image_cache, read_parquet
+from cvgl.models import centre_disc
+from cvgl.pipeline import load_translated
+from cvgl.train import build_model, load_checkpoint
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pixel_baseline import pixel_scores  # noqa: E402  (a sibling benchmark script)
+
+TOP = (60, 120, 240)
+
+
+def precision_report(name: str, sim: np.ndarray, true_col: np.ndarray, t0: float | None) -> str:
+    """One line: train R@1, mutual pairs, precision of the top-k mutual pairs by margin, kept at t0."""
+    top1, reverse = sim.argmax(1), sim.argmax(0)
+    mutual = reverse[top1] == np.arange(len(sim))
+    ordered = np.sort(sim, axis=1)
+    margin = ordered[:, -1] - ordered[:, -2]
+    correct = top1 == true_col
+    by_margin = np.argsort(-np.where(mutual, margin, -np.inf), kind="stable")
+    parts = [f"{name:30s} R@1 {100 * correct.mean():5.1f}",
+             f"mutual {mutual.sum():5d} ({100 * correct[mutual].mean():4.1f}%)"]
+    parts += [f"top{k} {100 * correct[by_margin[:k]].mean():5.1f}%" for k in TOP]
+    if t0 is not None:
+        kept = mutual & (margin >= t0)
+        parts.append(f"| kept at {t0}: {kept.sum():4d}, {100 * correct[kept].mean() if kept.any() else 0:5.1f}%")
+    return "  ".join(parts)
+
+
+def standardise_rows(sim: np.ndarray) -> np.ndarray:
+    return (sim - sim.mean(1, keepdims=True)) / sim.std(1, keepdims=True)
+
+
+def pixel_similarity(run: Path, ground_ids: np.ndarray, tiles: np.ndarray, radius: float) -> np.ndarray:
+    """Pixel similarity of each raw projection (at the tile size) to every tile on the centre disc."""
+    index = read_parquet(run / "projected/index.parquet", ["ground_id", "path"]).set_index("ground_id")
+    size = tiles.shape[1:3]
+    proj = load_images([run / "projected" / p for p in index.loc[ground_ids, "path"]], size, 2)
+    a = torch.from_numpy(proj).permute(0, 3, 1, 2).float()
+    b = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float()
+    return pixel_scores(a, b, centre_disc(size, radius)[None, None], pool=1).numpy()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="results/<run> of a finished cold start")
+    ap.add_argument("--model", type=Path, default=None, help="default: <run>/round-0/model.pt")
+    ap.add_argument("--symmetries", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--t0", type=float, default=0.05, help="round 1's margin threshold")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    started = time.time()
+    model_path = a.model or a.run / "round-0/model.pt"
+    ckpt = load_checkpoint(model_path)
+    cfg = ckpt["config"]
+    model, _ = build_model({**cfg, "model": {**cfg["model"], "weights": None}}, None, torch.device("cpu"))
+    model.load_state_dict(ckpt["model"])
+    g_ids, ground = read_image_cache(a.run / "cache/train-ground.npy", mmap=False)
+    s_ids, tiles = read_image_cache(a.run / "cache/train-satellite.npy", mmap=False)
+    fake = load_translated(a.run / "translated", g_ids, tuple(cfg["model"]["satellite_size"]), a.threads)
+    truth = read_truth(a.run / "manifest")
+    pos = truth[truth.kind == "positive"].drop_duplicates("ground_id").set_index("ground_id").satellite_id
+    s_row = {s: i for i, s in enumerate(s_ids)}
+    true_col = np.array([s_row[pos[g]] for g in g_ids])
+    radius = cfg["model"].get("satellite_mask_radius") or 1.0
+    pixel = standardise_rows(pixel_similarity(a.run, g_ids, tiles, radius))
+    print(f"{len(g_ids)} train panoramas vs {len(s_ids)} train tiles, model {model_path}")
+    print(precision_report("pixel (no learning)", pixel, true_col, None))
+    cpu = torch.device("cpu")
+    for k in a.symmetries:
+        t = time.time()
+        g = embed_images(model, ground, "ground", 128, cpu, "embed ground", symmetries=k)
+        s = embed_images(model, tiles, "satellite", 128, cpu, "embed satellite", symmetries=k)
+        seconds = time.time() - t
+        f = embed_images(model, fake, "satellite", 128, cpu, "embed translated", symmetries=k)
+        cross, bridge = g @ s.T, f @ s.T
+        print(f"-- symmetries {k}: train embeddings in {seconds:.0f} s")
+        print(precision_report(f"cross, k={k}", cross, true_col, a.t0))
+        print(precision_report(f"(cross + fake)/2, k={k}", (cross + bridge) / 2, true_col, a.t0))
+        print(precision_report(f"z(cross) + z(pixel), k={k}", standardise_rows(cross) + pixel, true_col, None))
+    print(f"({time.time() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,7 @@ rule intra_view:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=training_gpus(),
+        gpu=gpus(PROCESSES),
     shell:
         "{CVGL_TRAIN} intra-view --config {params.cfg:q} --ground-cache {input.ground} "
         "--satellite-cache {input.satellite} --out {output} > {log} 2>&1"
@@ -43,7 +43,7 @@ rule cross_view:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=training_gpus(),
+        gpu=gpus(PROCESSES),
     shell:
         "{CVGL_TRAIN} cross-view --config {params.cfg:q} {params.init} --ground-cache {input.ground} "
         "{params.translated} --out {output} > {log} 2>&1"

@@ -18,10 +18,6 @@ TORCHRUN = "torchrun" if shutil.which("torchrun") else f"{sys.executable} -m tor
 CVGL_TRAIN = CVGL if PROCESSES == 1 else f"{TORCHRUN} --standalone --nproc_per_node {PROCESSES} -m cvgl"
 
 
-def training_gpus():
-    """GPUs a training job asks the scheduler for (resources: gpu): one per process, none when device is cpu."""
-    return PROCESSES if config["device"] != "cpu" else 0
-
 
 wildcard_constraints:
     n=r"\d+",
@@ -76,10 +72,11 @@ def model_weights():
     return [weights]
 
 
-def gpus(uses_gpu=True):
-    """GPUs a job asks the scheduler for: one for torch jobs unless the run is pinned to the CPU (device: cpu).
-    Locally `gpu` is only limited where a profile sets `resources: gpu=N`; on SLURM it becomes --gpus."""
-    return 1 if uses_gpu and config["device"] != "cpu" else 0
+def gpus(count=1):
+    """GPUs a job asks the scheduler for (resources: gpu): `count` (a training job: one per process), none when
+    the run is pinned to the CPU (device: cpu). Locally `gpu` is only limited where a profile sets
+    `resources: gpu=N`; on SLURM it becomes --gpus."""
+    return count if config["device"] != "cpu" else 0
 
 
 def image_size(view):

@@ -131,7 +131,7 @@ rule train_round:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=training_gpus(),
+        gpu=gpus(PROCESSES),
     shell:
         "{CVGL_TRAIN} train-round --config {params.cfg:q} --init {input.init} --labels {input.labels} "
         "--ground-cache {input.ground} --satellite-cache {input.satellite} --round {wildcards.n} "

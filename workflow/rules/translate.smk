@@ -21,7 +21,7 @@ rule translate:
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=gpus(config["translate"]["method"] == "cyclegan"),
+        gpu=gpus(1 if config["translate"]["method"] == "cyclegan" else 0),
     shell:
         "{CVGL} translate --projected {input.projected} --satellite-cache {input.satellites} "
         "--method {params.method} --options {params.options:q} --model-out {output.model} "

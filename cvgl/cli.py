@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cvgl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add(sub, "synth", "render the synthetic world (synth.layout: cvusa | cvact | vigor)",
-         ("--config", CFG), ("--seed", {"type": int, "default": 0}), ("--out", P))
+         ("--config", CFG), ("--seed", {"type": int, "default": 0}), ("--out", P), ("--threads", THREADS))
     _add(sub, "manifest", "list a dataset as images/truth/labeled manifests",
          ("--config", CFG), ("--root", P), ("--gt-ratio", {"type": float, "default": 0.0}),
          ("--seed", {"type": int, "default": 0}), ("--out", P))
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(a: argparse.Namespace) -> None:
     c = a.command
     if c == "synth":
-        pipeline.synth_stage(a.config, a.out, a.seed)
+        pipeline.synth_stage(a.config, a.out, a.seed, a.threads)
     elif c == "manifest":
         pipeline.manifest_stage(a.config, a.root, a.gt_ratio, a.seed, a.out)
     elif c == "cache":

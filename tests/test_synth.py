@@ -59,6 +59,23 @@ def test_same_seed_same_bytes_other_seed_other_world(tiny, tmp_path):
     assert shared_images and all(ours[k] != theirs[k] for k in shared_images)
 
 
+def test_rendering_on_two_worker_processes_writes_the_same_bytes(tiny, tmp_path):
+    forked = tmp_path / "forked"
+    write_synthetic_cvusa(TINY, forked, seed=11, progress=False, workers=2)
+    assert _files(forked) == _files(tiny)
+
+
+def test_a_crash_in_a_worker_process_leaves_nothing_behind(tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(synth, "render_panorama", crash)  # the forked workers inherit the patch
+    crashed = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="boom"):
+        write_synthetic_cvusa(TINY, crashed, seed=11, progress=False, workers=2)
+    assert not crashed.exists() and not list(tmp_path.glob("*.tmp-*"))
+
+
 def test_train_and_test_locations_come_from_disjoint_areas(tiny):
     with (tiny / "locations.csv").open() as fh:
         rows = list(csv.DictReader(fh))

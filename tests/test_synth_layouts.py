@@ -175,10 +175,12 @@ def test_vigor_tiles_of_a_point():
 # ------------------------------------------------------------------------------------------ all layouts
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["serial", "two-workers"])
 @pytest.mark.parametrize("cfg", [CVACT, VIGOR], ids=["cvact", "vigor"])
-def test_same_seed_same_bytes(cfg, cvact, vigor, tmp_path):
+def test_same_seed_same_bytes(cfg, workers, cvact, vigor, tmp_path):
+    """The fixtures render in this process; again, serially or on two worker processes, gives the same bytes."""
     again = tmp_path / "again"
-    write_synthetic(cfg, again, seed=7, progress=False)
+    write_synthetic(cfg, again, seed=7, progress=False, workers=workers)
     assert _files(again) == _files(cvact if cfg.layout == "cvact" else vigor)
     assert not list(tmp_path.glob("*.tmp-*")) and not list(tmp_path.glob("*.old-*"))
 

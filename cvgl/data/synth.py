@@ -25,17 +25,20 @@ import csv
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from cvgl.data.synth_render import RenderKnobs, RenderSpec, ground_pyramid, render_panorama, render_tile
+from cvgl.data.synth_render import GroundMipmap, RenderKnobs, RenderSpec, ground_pyramid, render_panorama, render_tile
 from cvgl.data.synth_world import World, WorldSpec, build_world
 from cvgl.geometry import bev_half_extent_m, cvusa_band_height, to_uint8
 
@@ -226,11 +229,12 @@ def _world_with_locations(cfg: SynthConfig, seed: int, n: int,
 # ------------------------------------------------------------------------------------------ writing
 
 
-def write_synthetic(cfg: SynthConfig, root: Path, seed: int, progress: bool = True) -> None:
+def write_synthetic(cfg: SynthConfig, root: Path, seed: int, progress: bool = True, workers: int = 1) -> None:
     """Generate the synthetic world(s) and write them in the layout ``cfg.layout`` under ``root``, atomically.
 
     Everything is built in ``<root>.tmp-<pid>`` and moved onto ``root`` at the end, so an interrupted run
-    leaves no half-written dataset. Same ``cfg`` and ``seed`` give byte-identical files.
+    leaves no half-written dataset. Same ``cfg`` and ``seed`` give byte-identical files, whatever ``workers``
+    (the number of processes rendering the locations; 1 renders them in this process).
     """
     if cfg.layout == "cvusa":
         writer = _write_dataset
@@ -240,23 +244,24 @@ def write_synthetic(cfg: SynthConfig, root: Path, seed: int, progress: bool = Tr
         from cvgl.data.synth_layouts import write_vigor_dataset as writer
     else:
         raise ValueError(f"synth.layout must be one of {', '.join(LAYOUTS)}, got {cfg.layout!r}")
-    _write_atomically(writer, cfg, Path(root), seed, progress)
+    _write_atomically(writer, cfg, Path(root), seed, progress, workers)
 
 
-def write_synthetic_cvusa(cfg: SynthConfig, root: Path, seed: int, progress: bool = True) -> None:
+def write_synthetic_cvusa(cfg: SynthConfig, root: Path, seed: int, progress: bool = True, workers: int = 1) -> None:
     """Generate the synthetic world and write it in the CVUSA layout under ``root`` (whatever ``cfg.layout``
     says), atomically; same ``cfg`` and ``seed`` give byte-identical files (see :func:`write_synthetic`)."""
-    _write_atomically(_write_dataset, dataclasses.replace(cfg, layout="cvusa"), Path(root), seed, progress)
+    _write_atomically(_write_dataset, dataclasses.replace(cfg, layout="cvusa"), Path(root), seed, progress,
+                      workers)
 
 
-def _write_atomically(writer, cfg: SynthConfig, root: Path, seed: int, progress: bool) -> None:
-    """Run ``writer(cfg, tmp, seed, progress)`` into ``<root>.tmp-<pid>``, then move it onto ``root``."""
+def _write_atomically(writer, cfg: SynthConfig, root: Path, seed: int, progress: bool, workers: int) -> None:
+    """Run ``writer(cfg, tmp, seed, progress, workers)`` into ``<root>.tmp-<pid>``, then move it onto ``root``."""
     tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
-        writer(cfg, tmp, seed, progress)
+        writer(cfg, tmp, seed, progress, workers)
         _replace_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -272,7 +277,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool) -> None:
+def _write_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool, workers: int = 1) -> None:
     """Build both worlds, render every location, write images, split CSVs and metadata into ``out``."""
     for sub in ("splits", "bingmap/19", "streetview/panos", "split_locations"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -288,20 +293,19 @@ def _write_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool) -> No
         reporter.note(f"building the {split} world")
         world, locations = _world_with_locations(cfg, int(world_seeds[split_index]), counts[split])
         pyramid = ground_pyramid(world)
+        cache_before_fork(world)
         split_ids = ids[start: start + counts[split]]
         start += counts[split]
-        csv_rows = []
-        for i, (loc_id, (x, y)) in enumerate(zip(split_ids, locations, strict=True)):
-            rng = np.random.default_rng([render_seed, split_index, i])
-            name = f"{int(loc_id):07d}"
-            tile = render_tile(world, float(x), float(y), spec, rng)
-            pano = render_panorama(world, pyramid, float(x), float(y), spec, rng)
-            _save_jpeg(tile, out / "bingmap/19" / f"{name}.jpg", cfg.jpeg_quality)
-            _save_jpeg(pano, out / "streetview/panos" / f"{name}.jpg", cfg.jpeg_quality)
-            csv_rows.append([f"bingmap/19/{name}.jpg", f"streetview/panos/{name}.jpg",
-                             f"streetview/annotations/{name}.png"])
-            rows.append((int(loc_id), split, float(x) + x_offset, float(y)))
+        names = [f"{int(loc_id):07d}" for loc_id in split_ids]
+        jobs = [(i, float(x), float(y), out / "bingmap/19" / f"{name}.jpg", out / "streetview/panos" / f"{name}.jpg")
+                for i, (name, (x, y)) in enumerate(zip(names, locations, strict=True))]
+        render = partial(render_location, world, pyramid, spec, cfg.jpeg_quality, [render_seed, split_index])
+        for _ in map_in_order(render, jobs, workers):
             reporter.step()
+        csv_rows = [[f"bingmap/19/{name}.jpg", f"streetview/panos/{name}.jpg", f"streetview/annotations/{name}.png"]
+                    for name in names]
+        rows += [(int(loc_id), split, float(x) + x_offset, float(y))
+                 for loc_id, (x, y) in zip(split_ids, locations, strict=True)]
         _write_csv(out / "splits" / SPLIT_FILES[split], csv_rows)
         _save_preview(world, locations, out / f"preview_{split}.png")
         meta[split] = {"origin_m": [x_offset, 0.0], "size_m": list(world.size_m),
@@ -315,6 +319,61 @@ def _write_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool) -> No
          "pano_size": [cfg.pano_width, cfg.pano_height], "tile_half_extent_m": cfg.tile_half_extent_m,
          "worlds": meta}, indent=2) + "\n")
     reporter.done()
+
+
+def render_location(world: World, pyramid: GroundMipmap, spec: RenderSpec, quality: int, seed_prefix: list[int],
+                    location: tuple[int, float, float, Path, Path]) -> None:
+    """Render location ``(i, x, y, tile_path, pano_path)``: its tile, then its panorama, from one generator
+    seeded ``[*seed_prefix, i]``, saved as JPEGs at the two paths."""
+    i, x, y, tile_path, pano_path = location
+    rng = np.random.default_rng([*seed_prefix, i])
+    tile = render_tile(world, x, y, spec, rng)
+    pano = render_panorama(world, pyramid, x, y, spec, rng)
+    _save_jpeg(tile, tile_path, quality)
+    _save_jpeg(pano, pano_path, quality)
+
+
+def cache_before_fork(world: World) -> None:
+    """Compute the world's lazily cached rasters (the cast-shadow heights) now, so forked render workers
+    share this copy instead of each computing its own."""
+    _ = world.max_height
+
+
+#: The job the forked render workers run: set by :func:`map_in_order` before its pool forks, so the workers
+#: inherit the job and the world it holds instead of receiving them pickled.
+_FORKED_JOB: Callable | None = None
+#: Items a worker takes at a time (a location takes ~0.1 s; small chunks keep the last ones balanced).
+_CHUNK_SIZE = 4
+
+
+def _run_forked_job(item):
+    return _FORKED_JOB(item)
+
+
+def map_in_order(job: Callable, items: Iterable, workers: int) -> Iterator:
+    """``job(item)`` for every item, yielded in the items' order.
+
+    ``workers`` > 1 runs the jobs on that many forked processes (fewer if there are fewer items): they
+    inherit ``job`` with the world it holds, only the items and the results are pickled. The rendering is
+    numpy only (no BLAS, no torch), one thread per process. A job's rng must come from its item, so the
+    results do not depend on which process ran it.
+    """
+    global _FORKED_JOB
+    items = list(items)
+    workers = min(workers, len(items))
+    if workers <= 1:
+        yield from map(job, items)
+        return
+    if _FORKED_JOB is not None:
+        raise RuntimeError("map_in_order: another forked map is running in this process")
+    _FORKED_JOB = job
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            yield from pool.imap(_run_forked_job, items, chunksize=_CHUNK_SIZE)
+            pool.close()
+            pool.join()
+    finally:
+        _FORKED_JOB = None
 
 
 def config_dict(cfg: SynthConfig) -> dict:

@@ -52,6 +52,7 @@ import csv
 import io
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,13 @@ from cvgl.data.synth import (
     _save_jpeg,
     _save_preview,
     _world_with_locations,
+    cache_before_fork,
     config_dict,
+    map_in_order,
+    render_location,
 )
-from cvgl.data.synth_render import ground_pyramid, render_panorama, render_tile
+from cvgl.data.synth_render import GroundMipmap, RenderSpec, ground_pyramid, render_panorama, render_tile
+from cvgl.data.synth_world import World
 from cvgl.geometry import to_uint8
 
 #: Characters of the synthetic pano ids (url-safe base64, like Google Street View pano ids).
@@ -111,7 +116,7 @@ def _write_json(path: Path, payload: dict) -> None:
 # ------------------------------------------------------------------------------------------------ CVACT
 
 
-def write_cvact_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool) -> None:
+def write_cvact_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool, workers: int = 1) -> None:
     """Build the train and val worlds, render every location and write the CVACT layout into ``out``."""
     for sub in ("streetview", "satview_polish"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -129,16 +134,15 @@ def write_cvact_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool) 
         reporter.note(f"building the {split} world")
         world, locations = _world_with_locations(cfg, int(world_seeds[split_index]), counts[split])
         pyramid = ground_pyramid(world)
+        cache_before_fork(world)
+        jobs = [(i, float(x), float(y), out / "satview_polish" / f"{ids[start + i]}_satView_polish.jpg",
+                 out / "streetview" / f"{ids[start + i]}_grdView.jpg") for i, (x, y) in enumerate(locations)]
+        render = partial(render_location, world, pyramid, spec, cfg.jpeg_quality, [render_seed, split_index])
+        for _ in map_in_order(render, jobs, workers):
+            reporter.step()
         for i, (x, y) in enumerate(locations):
-            rng = np.random.default_rng([render_seed, split_index, i])
-            pid = ids[start + i]
-            tile = render_tile(world, float(x), float(y), spec, rng)
-            pano = render_panorama(world, pyramid, float(x), float(y), spec, rng)
-            _save_jpeg(pano, out / "streetview" / f"{pid}_grdView.jpg", cfg.jpeg_quality)
-            _save_jpeg(tile, out / "satview_polish" / f"{pid}_satView_polish.jpg", cfg.jpeg_quality)
             xy[start + i] = (float(x) + x_offset, float(y))
             split_of.append(split)
-            reporter.step()
         _save_preview(world, locations, out / f"preview_{split}.png")
         meta[split] = {"origin_m": [x_offset, 0.0], "size_m": list(world.size_m),
                        "buildings": int(len(world.buildings) - 1), "locations": counts[split]}
@@ -202,7 +206,7 @@ def vigor_tiles_of(x: float, y: float, stride: float) -> list[tuple[int, int]]:
     return [(i0, j0), *semis]
 
 
-def write_vigor_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool) -> None:
+def write_vigor_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool, workers: int = 1) -> None:
     """Build one world per city, render its panoramas and its tile grid, write the VIGOR layout into ``out``."""
     cities = list(cfg.vigor_cities)
     world_seeds, render_seed, root_rng = _seeds(seed, len(cities))
@@ -222,6 +226,7 @@ def write_vigor_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool) 
         reporter.note(f"building the {city} world")
         world, locations = _world_with_locations(cfg, int(world_seeds[ci]), per_city, border=border)
         pyramid = ground_pyramid(world)
+        cache_before_fork(world)
         (out / "splits" / city).mkdir(parents=True, exist_ok=True)
         for sub in ("satellite", "panorama"):
             (out / city / sub).mkdir(parents=True, exist_ok=True)
@@ -235,20 +240,23 @@ def write_vigor_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool) 
                 lat, lon = _latlon(city, i * stride, j * stride)
                 tile_name[i, j] = f"satellite_{float(lat)!r}_{float(lon)!r}.png"
         (out / "splits" / city / "satellite_list.txt").write_text("".join(f"{n}\n" for n in tile_name.values()))
-        for k, (i, j) in enumerate(tile_name):
-            rng = np.random.default_rng([render_seed, ci, 1, k])
-            tile = render_tile(world, i * stride, j * stride, spec, rng)
-            Image.fromarray(to_uint8(tile)).save(out / city / "satellite" / tile_name[i, j], format="PNG")
+        tiles = [(k, i * stride, j * stride, out / city / "satellite" / tile_name[i, j])
+                 for k, (i, j) in enumerate(tile_name)]
+        list(map_in_order(partial(_render_vigor_tile, world, spec, [render_seed, ci, 1]), tiles, workers))
         reporter.note(f"rendered {len(tile_name)} {city} tiles")
         is_train = np.zeros(per_city, bool)
         is_train[np.random.default_rng([split_seed, ci]).permutation(per_city)[:n_train]] = True
-        lines = []
+        names = []
         for p, (x, y) in enumerate(locations):
-            rng = np.random.default_rng([render_seed, ci, 0, p])
             lat, lon = _latlon(city, x, y)
-            name = f"{pano_ids[city][p]},{float(lat):.6f},{float(lon):.6f},.jpg"
-            pano = render_panorama(world, pyramid, float(x), float(y), spec, rng)
-            _save_jpeg(pano, out / city / "panorama" / name, cfg.jpeg_quality)
+            names.append(f"{pano_ids[city][p]},{float(lat):.6f},{float(lon):.6f},.jpg")
+        panoramas = [(p, float(x), float(y), out / city / "panorama" / name)
+                     for p, (name, (x, y)) in enumerate(zip(names, locations, strict=True))]
+        render = partial(_render_vigor_panorama, world, pyramid, spec, cfg.jpeg_quality, [render_seed, ci, 0])
+        for _ in map_in_order(render, panoramas, workers):
+            reporter.step()
+        lines = []
+        for p, (name, (x, y)) in enumerate(zip(names, locations, strict=True)):
             fields = [name]
             for i, j in vigor_tiles_of(float(x), float(y), stride):
                 d0, d1 = (j * stride - y) / m_per_px, (i * stride - x) / m_per_px
@@ -256,7 +264,6 @@ def write_vigor_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool) 
             lines.append(" ".join(fields) + "\n")
             split = "train" if is_train[p] else "test"
             location_rows.append([name, city, split, f"{x:.2f}", f"{y:.2f}"])
-            reporter.step()
         split_dir = out / "splits" / city
         (split_dir / "same_area_balanced_train.txt").write_text("".join(np.array(lines)[is_train]))
         (split_dir / "same_area_balanced_test.txt").write_text("".join(np.array(lines)[~is_train]))
@@ -277,3 +284,19 @@ def write_vigor_dataset(cfg: SynthConfig, out: Path, seed: int, progress: bool) 
                    "panorama at tile pixel (row, col) = (S/2 + d0, S/2 - d1)",
         "cities": meta})
     reporter.done()
+
+
+def _render_vigor_tile(world: World, spec: RenderSpec, seed_prefix: list[int],
+                       tile: tuple[int, float, float, Path]) -> None:
+    """Render grid tile ``(k, x, y, path)`` from a generator seeded ``[*seed_prefix, k]`` and save it as PNG."""
+    k, x, y, path = tile
+    image = render_tile(world, x, y, spec, np.random.default_rng([*seed_prefix, k]))
+    Image.fromarray(to_uint8(image)).save(path, format="PNG")
+
+
+def _render_vigor_panorama(world: World, pyramid: GroundMipmap, spec: RenderSpec, quality: int,
+                           seed_prefix: list[int], panorama: tuple[int, float, float, Path]) -> None:
+    """Render panorama ``(p, x, y, path)`` from a generator seeded ``[*seed_prefix, p]`` and save it as JPEG."""
+    p, x, y, path = panorama
+    image = render_panorama(world, pyramid, x, y, spec, np.random.default_rng([*seed_prefix, p]))
+    _save_jpeg(image, path, quality)

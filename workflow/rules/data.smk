@@ -11,12 +11,12 @@ rule synth_world:
         f"{RESULTS}/logs/synth_world.log",
     benchmark:
         f"{RESULTS}/benchmarks/synth_world.tsv"
-    threads: 1
+    threads: THREADS
     resources:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{CVGL} synth --config {params.cfg:q} --seed {params.seed} --out {output} > {log} 2>&1"
+        "{CVGL} synth --config {params.cfg:q} --seed {params.seed} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule manifest:

@@ -70,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
          ("--embeddings", P), ("--factory", {"default": "Flat"}), ("--out", P), ("--threads", THREADS))
     _add(sub, "pseudo-label", "Adaptive Mutual Matching: a round's label table",
          ("--embeddings", P), ("--index", P), ("--labeled", P), ("--round", {"type": int, "required": True}),
-         ("--config", CFG), ("--out", P), ("--threads", THREADS))
+         ("--config", CFG), ("--out", P), ("--threads", THREADS),
+         ("--prior", {"type": Path, "default": None, "help": "projection prior descriptors (labels.prior_weight)"}))
+    _add(sub, "prior", "projection prior: pixel descriptors of train projections and tiles (labels.prior_weight)",
+         ("--projected", P), ("--satellite-cache", P), ("--size", {"type": int, "default": 64}),
+         ("--radius", {"type": float, "default": None}), ("--out", P), ("--threads", THREADS))
     _add(sub, "diagnose", "fill the `correct` column of a label table from the truth",
          ("--matches", P), ("--manifest", P), ("--out", P))
     _add(sub, "train-round", "a self-training round on pseudo (and labeled) pairs",
@@ -132,7 +136,12 @@ def run(a: argparse.Namespace) -> None:
     elif c == "index":
         pipeline.index_stage(a.embeddings, a.factory, a.out, a.threads)
     elif c == "pseudo-label":
-        pipeline.pseudo_label_stage(a.embeddings, a.index, a.labeled, a.round, a.config, a.out, a.threads)
+        pipeline.pseudo_label_stage(a.embeddings, a.index, a.labeled, a.round, a.config, a.out, a.threads,
+                                    a.prior)
+    elif c == "prior":
+        from cvgl.prior import prior_stage
+
+        prior_stage(a.projected, a.satellite_cache, a.size, a.radius, a.out, a.threads)
     elif c == "diagnose":
         pipeline.diagnose_stage(a.matches, a.manifest, a.out)
     elif c == "train-round":

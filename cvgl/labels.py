@@ -11,7 +11,7 @@ only on the ids, never on the order the images were listed in.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,20 +90,27 @@ def _is_mutual(top1: np.ndarray, reverse_top1: np.ndarray) -> np.ndarray:
 
 def mutual_matches(ground: np.ndarray, satellite: np.ndarray, chunk: int = 4096,
                    device: str | torch.device = "cpu") -> Matches:
-    """Row top-1/top-2 and column top-1 of ground @ satellite.T in one blocked pass (memory O(chunk*M + N + M)).
+    """Row top-1/top-2 and column top-1 of ground @ satellite.T in one blocked pass (memory O(chunk*M + N + M))."""
+    ground, satellite = _check_pair(ground, satellite)
+    return matches_from_blocks(similarity_blocks(ground, satellite, chunk, device), len(ground), len(satellite),
+                               device)
+
+
+def matches_from_blocks(blocks: Iterable[tuple[int, torch.Tensor]], n: int, m: int,
+                        device: str | torch.device = "cpu") -> Matches:
+    """`Matches` of an N x M score matrix given as consecutive blocks of rows `(start, block)`.
 
     Exact ties go to the lowest row index in both directions: `argmax` returns the first maximum within a block,
     and the running column maximum is only replaced by a strictly greater score from a later block. The
     second score is the best among the satellites other than top-1, so a tied runner-up gives margin 0.
+    Blocks are modified in place.
     """
-    ground, satellite = _check_pair(ground, satellite)
-    n, m = len(ground), len(satellite)
     top1 = np.empty(n, dtype=np.int64)
     score = np.empty(n, dtype=np.float32)
     second = np.empty(n, dtype=np.float32)
     col_best = torch.full((m,), -math.inf, device=device)
     col_arg = torch.zeros(m, dtype=torch.int64, device=device)
-    for start, sims in similarity_blocks(ground, satellite, chunk, device):
+    for start, sims in blocks:
         rows = slice(start, start + len(sims))
         # Column direction first: the row pass below overwrites the top-1 entries in place.
         block_arg = sims.argmax(dim=0)

@@ -39,6 +39,7 @@ from cvgl.labels import (
     fill_correct,
     label_summary,
     margin_threshold,
+    matches_from_blocks,
     mutual_matches,
     mutual_matches_faiss,
     read_label_table,
@@ -46,6 +47,7 @@ from cvgl.labels import (
 )
 from cvgl.metrics import hit_rate, recall_at_k, retrieval_ranks
 from cvgl.models import autocast_dtype
+from cvgl.prior import fused_similarity_blocks, read_prior
 from cvgl.train import (
     Stage,
     build_model,
@@ -265,10 +267,11 @@ def index_stage(embeddings_dir: Path, factory: str, out: Path, threads: int) -> 
 
 
 def pseudo_label_stage(embeddings_dir: Path, index_path: Path, labeled_path: Path, round_index: int,
-                       cfg: dict[str, Any], out: Path, threads: int) -> None:
+                       cfg: dict[str, Any], out: Path, threads: int, prior_dir: Path | None = None) -> None:
     """Adaptive Mutual Matching on the train split: round n's label table from the round n-1 embeddings.
 
-    Reads embeddings and the labeled subset only; `correct` stays empty (diagnostics fill it elsewhere).
+    Reads embeddings, the labeled subset and (with `labels.prior_weight` > 0) the projection prior's pixel
+    descriptors only; `correct` stays empty (diagnostics fill it elsewhere).
     """
     torch.set_num_threads(max(1, threads))
     set_threads(threads)
@@ -278,7 +281,15 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path, labeled_path: Pat
     if list(index_ids) != list(s_ids):
         raise ValueError(f"{index_path}: its ids do not match the satellite embeddings in {embeddings_dir}")
     t0 = time.perf_counter()
-    if cfg.get("index", "Flat") == "Flat":
+    weight = float(cfg.get("prior_weight") or 0.0)
+    if weight > 0:
+        if prior_dir is None:
+            raise ValueError("labels.prior_weight > 0 needs the projection prior's descriptors (--prior)")
+        # Exact fused scores, blocked (cvgl.prior); the prior has no approximate index.
+        pg, ps = read_prior(prior_dir, g_ids, s_ids)
+        blocks = fused_similarity_blocks(ground, satellite, pg, ps, weight, cfg.get("chunk", 4096))
+        matches = matches_from_blocks(blocks, len(ground), len(satellite))
+    elif cfg.get("index", "Flat") == "Flat":
         # Exact: one blocked N x M product gives both directions (a flat index would need two).
         matches = mutual_matches(ground, satellite, chunk=cfg.get("chunk", 4096))
     else:

@@ -13,6 +13,44 @@ def embedding_symmetries(wildcards):
     return config["labels"]["symmetries"] if wildcards.split == "train" else 1
 
 
+def prior_input(wildcards):
+    """The projection prior's descriptors, read by every round's labelling where labels.prior_weight > 0."""
+    return [f"{RESULTS}/prior"] if config["labels"]["prior_weight"] > 0 else []
+
+
+if config["labels"]["prior_weight"] > 0:
+    if not config["coldstart"].get("projection", True):
+        raise WorkflowError("labels.prior_weight: > 0 compares projections with tiles, but coldstart.projection "
+                            "is false (no projection job runs); set labels.prior_weight: 0")
+    if config["labels"]["index"] != "Flat":
+        raise WorkflowError(f"labels.prior_weight: > 0 needs exact scores, but labels.index is "
+                            f"{config['labels']['index']!r}; use Flat or set labels.prior_weight: 0")
+
+
+rule prior:
+    input:
+        projected=rules.project.output,
+        satellites=f"{RESULTS}/cache/train-satellite.npy",
+        satellite_ids=f"{RESULTS}/cache/train-satellite.npy.ids.parquet",
+    output:
+        directory(f"{RESULTS}/prior"),
+    params:
+        size=config["labels"]["prior_size"],
+        radius=(f"--radius {config['model']['satellite_mask_radius']}"
+                if config["model"].get("satellite_mask_radius") else ""),
+    log:
+        f"{RESULTS}/logs/prior.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prior.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{CVGL} prior --projected {input.projected} --satellite-cache {input.satellites} --size {params.size} "
+        "{params.radius} --out {output} --threads {threads} > {log} 2>&1"
+
+
 rule embed:
     input:
         model=f"{RESULTS}/round-{{n}}/model.pt",
@@ -69,12 +107,14 @@ rule pseudo_label:
         index=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/index/train-satellite.faiss",
         index_ids=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/index/train-satellite.faiss.ids.parquet",
         labeled=rules.manifest.output.labeled,
+        prior=prior_input,
     output:
         f"{RESULTS}/round-{{n}}/matches.parquet",
     wildcard_constraints:
         n=r"[1-9]\d*",
     params:
         cfg=lambda wc: as_json(dict(round_settings(wc.n), **config["labels"])),
+        prior=lambda wc, input: f"--prior {input.prior}" if input.prior else "",
     log:
         f"{RESULTS}/logs/round-{{n}}/pseudo_label.log",
     benchmark:
@@ -85,7 +125,7 @@ rule pseudo_label:
         runtime=30,
     shell:
         "{CVGL} pseudo-label --embeddings {input.embeddings} --index {input.index} --labeled {input.labeled} "
-        "--round {wildcards.n} --config {params.cfg:q} --out {output} --threads {threads} > {log} 2>&1"
+        "--round {wildcards.n} --config {params.cfg:q} {params.prior} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule diagnose_labels:

@@ -10,8 +10,9 @@ Similarities:
   (`labels.symmetries`, `cvgl.embed.embed_images`); k = 1 is the plain embedding;
 * (cross + fake)/2: also the satellite encoder's similarity between each panorama's translated projection and
   every tile (the cold start's own bridge between the views);
-* z(cross) + z(pixel): row-standardised cross similarity plus the no-learning pixel similarity of each raw
-  projection to every tile on the centre disc the satellite encoder sees (benchmarks/pixel_baseline.py).
+* prior w: what `labels.prior_weight: w` fuses (cvgl/prior.py): row-standardised cross similarity plus w x the
+  row-standardised pixel similarity of each raw projection to every tile on the centre disc the satellite
+  encoder sees, in cosine units (so the margin threshold `--t0` applies as in the workflow).
 
     python benchmarks/label_precision.py results/synth-unsupervised [--symmetries 1 2 4 8] [--threads 2]
 """
@@ -19,7 +20,6 @@ Similarities:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -29,12 +29,9 @@ import torch
 from cvgl.data.manifest import read_truth
 from cvgl.embed import embed_images
 from cvgl.io import load_images, read_image_cache, read_parquet
-from cvgl.models import centre_disc
 from cvgl.pipeline import load_translated
+from cvgl.prior import fused_similarity_blocks, pixel_descriptors
 from cvgl.train import build_model, load_checkpoint
-
-sys.path.insert(0, str(Path(__file__).parent))
-from pixel_baseline import pixel_scores  # noqa: E402  (a sibling benchmark script)
 
 TOP = (60, 120, 240)
 
@@ -56,18 +53,16 @@ def precision_report(name: str, sim: np.ndarray, true_col: np.ndarray, t0: float
     return "  ".join(parts)
 
 
-def standardise_rows(sim: np.ndarray) -> np.ndarray:
-    return (sim - sim.mean(1, keepdims=True)) / sim.std(1, keepdims=True)
-
-
-def pixel_similarity(run: Path, ground_ids: np.ndarray, tiles: np.ndarray, radius: float) -> np.ndarray:
-    """Pixel similarity of each raw projection (at the tile size) to every tile on the centre disc."""
+def prior_descriptors(run: Path, ground_ids: np.ndarray, tiles: np.ndarray, radius: float | None,
+                      size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The projection prior's pixel descriptors of each raw projection and every tile (cvgl.prior)."""
     index = read_parquet(run / "projected/index.parquet", ["ground_id", "path"]).set_index("ground_id")
-    size = tiles.shape[1:3]
-    proj = load_images([run / "projected" / p for p in index.loc[ground_ids, "path"]], size, 2)
-    a = torch.from_numpy(proj).permute(0, 3, 1, 2).float()
-    b = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float()
-    return pixel_scores(a, b, centre_disc(size, radius)[None, None], pool=1).numpy()
+    proj = load_images([run / "projected" / p for p in index.loc[ground_ids, "path"]], (size, size), 2)
+    return pixel_descriptors(proj, size, radius), pixel_descriptors(tiles, size, radius)
+
+
+def fused(cross_g: np.ndarray, cross_s: np.ndarray, pg: np.ndarray, ps: np.ndarray, w: float) -> np.ndarray:
+    return np.concatenate([b.numpy() for _, b in fused_similarity_blocks(cross_g, cross_s, pg, ps, w, 4096)])
 
 
 def main() -> None:
@@ -77,6 +72,8 @@ def main() -> None:
     ap.add_argument("--symmetries", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--t0", type=float, default=0.05, help="round 1's margin threshold")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prior-weights", type=float, nargs="+", default=[1.0, 2.0], help="labels.prior_weight values")
+    ap.add_argument("--prior-size", type=int, default=64, help="labels.prior_size")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     started = time.time()
@@ -92,8 +89,8 @@ def main() -> None:
     pos = truth[truth.kind == "positive"].drop_duplicates("ground_id").set_index("ground_id").satellite_id
     s_row = {s: i for i, s in enumerate(s_ids)}
     true_col = np.array([s_row[pos[g]] for g in g_ids])
-    radius = cfg["model"].get("satellite_mask_radius") or 1.0
-    pixel = standardise_rows(pixel_similarity(a.run, g_ids, tiles, radius))
+    pg, ps = prior_descriptors(a.run, g_ids, tiles, cfg["model"].get("satellite_mask_radius"), a.prior_size)
+    pixel = -torch.cdist(torch.from_numpy(pg), torch.from_numpy(ps), p=1).numpy()
     print(f"{len(g_ids)} train panoramas vs {len(s_ids)} train tiles, model {model_path}")
     print(precision_report("pixel (no learning)", pixel, true_col, None))
     cpu = torch.device("cpu")
@@ -107,7 +104,8 @@ def main() -> None:
         print(f"-- symmetries {k}: train embeddings in {seconds:.0f} s")
         print(precision_report(f"cross, k={k}", cross, true_col, a.t0))
         print(precision_report(f"(cross + fake)/2, k={k}", (cross + bridge) / 2, true_col, a.t0))
-        print(precision_report(f"z(cross) + z(pixel), k={k}", standardise_rows(cross) + pixel, true_col, None))
+        for w in a.prior_weights:
+            print(precision_report(f"prior {w:g}, k={k}", fused(g, s, pg, ps, w), true_col, a.t0))
     print(f"({time.time() - started:.0f} s)")
 
 

@@ -320,6 +320,19 @@ def pseudo_pairs(labels: pd.DataFrame, ground_ids: np.ndarray, satellite_ids: np
     return EpochPairs(g, s, lab, False)
 
 
+def mixed_epoch(pairs: EpochPairs, n_satellites: int, n: int, share: float, gen: torch.Generator
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One epoch of N items: the labeled pairs repeated to fill (1 - share) x N (at least once each), and fake
+    pairs (ground row g with satellite row n_satellites + g) of grounds drawn without replacement for the rest."""
+    kept = len(pairs.ground)
+    reps = max(1, round((1.0 - share) * n / kept))
+    n_fake = min(n, max(0, n - reps * kept))
+    fake_rows = torch.randperm(n, generator=gen).numpy()[:n_fake]
+    g = np.concatenate([np.tile(pairs.ground, reps), fake_rows])
+    s = np.concatenate([np.tile(pairs.satellite, reps), n_satellites + fake_rows])
+    return g, s, np.ones(len(g), bool)
+
+
 def round_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray, ground_ids: np.ndarray,
                 satellite_ids: np.ndarray, labels: pd.DataFrame, cfg: dict[str, Any], device: torch.device,
                 round_index: int, fake: np.ndarray | None = None) -> Stage:
@@ -327,13 +340,17 @@ def round_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray
 
     With `fake` (each train panorama's translated projection, rows aligned with `ground`), the cold start's
     self-made pairs stay in every epoch beside the pseudo pairs: they anchor the model while the few, noisy
-    first pseudo labels carry it over to real tiles (the paper drops them after the cold start).
+    first pseudo labels carry it over to real tiles (the paper drops them after the cold start). While the
+    labels are few (the method's labeled-only regime), `stage.fake_share` of an epoch's N items are fake pairs
+    drawn afresh each epoch and the rest are the pseudo pairs repeated as the method repeats them; with
+    `fake_share` null every fake pair joins every epoch, whatever the number of labels.
     """
     scfg = cfg["stage"]
     epochs = scfg["epochs"]
     batch = cfg["optim"]["batch_size"]
     n = len(ground_ids)
     sat_rows = satellite if fake is None else np.concatenate([satellite, fake])
+    share = scfg.get("fake_share")
 
     def with_fake(g: np.ndarray, s: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if fake is None:
@@ -353,11 +370,16 @@ def round_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray
             reps = max(1, n // len(pairs.ground))
             return [(pairs.ground[i], pairs.satellite[i], pairs.labeled[i])
                     for _ in range(reps) for i in distinct_batches(pairs.satellite, b, gen)]
-        g, s, lab = with_fake(pairs.ground, pairs.satellite, pairs.labeled)
+        if fake is not None and pairs.labeled_only and share is not None and len(pairs.ground) > 0:
+            g, s, lab = mixed_epoch(pairs, len(satellite), n, share, gen)
+        else:
+            g, s, lab = with_fake(pairs.ground, pairs.satellite, pairs.labeled)
         return [(g[i], s[i], lab[i]) for i in distinct_batches(s, min(batch, len(g)), gen)]
 
     def steps(epoch: int) -> int:
         kept = int(labels["kept"].sum())
+        if fake is not None and share is not None and 0 < kept < math.floor(scfg["labeled_ratio"] * n):
+            return n // batch
         if fake is not None:
             return (len(fake) + (kept if kept < math.floor(scfg["labeled_ratio"] * n) else n)) // batch
         if kept < 2:

@@ -87,3 +87,19 @@ def test_batches_never_hold_one_tile_twice() -> None:
     a = train.distinct_batches(distinct, 3, seeded_generator(1, "d"))
     b = list(train.permuted_batches(10, 3, seeded_generator(1, "d")))
     assert [x.tolist() for x in a] == [x.tolist() for x in b]  # distinct tiles: the plain shuffle
+
+
+def test_mixed_epoch_repeats_the_few_labels_and_fills_the_rest_with_fake_pairs() -> None:
+    """`rounds.fake_share`: N items per epoch, the labels repeated to (1 - share) x N, fresh fake pairs after."""
+    pairs = train.EpochPairs(np.array([4, 7]), np.array([1, 9]), np.ones(2, bool), True)
+    n, n_sat = 20, 12
+    g, s, lab = train.mixed_epoch(pairs, n_sat, n, 0.5, seeded_generator(0, "m"))
+    assert len(g) == len(s) == n and lab.all()
+    real = s < n_sat
+    assert sorted(zip(g[real].tolist(), s[real].tolist(), strict=True)) == [(4, 1)] * 5 + [(7, 9)] * 5
+    fake_g, fake_s = g[~real], s[~real]
+    assert len(set(fake_g.tolist())) == 10 and np.array_equal(fake_s, n_sat + fake_g)  # each its own projection
+    again = train.mixed_epoch(pairs, n_sat, n, 0.5, seeded_generator(1, "m"))[0]
+    assert set(again[10:].tolist()) != set(fake_g.tolist())  # drawn afresh each epoch
+    only_labels = train.mixed_epoch(pairs, n_sat, n, 0.0, seeded_generator(0, "m"))[1]
+    assert (only_labels < n_sat).all() and len(only_labels) == n

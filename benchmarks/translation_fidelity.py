@@ -27,6 +27,7 @@ from cvgl.augment import resize_images
 from cvgl.data.manifest import read_truth
 from cvgl.embed import embed_images
 from cvgl.io import load_image, load_images, read_image_cache, read_parquet
+from cvgl.models import centre_disc
 from cvgl.train import build_model, load_checkpoint
 
 
@@ -51,6 +52,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="results/<run> of a finished workflow")
     ap.add_argument("--limit", type=int, default=0, help="use the first N panoramas (0 = all)")
+    ap.add_argument("--radius", type=float, default=None,
+                    help="compare only on the centre disc of this radius (fraction of half the side), e.g. the "
+                         "model's satellite_mask_radius; default: everything the projection sees")
     a = ap.parse_args()
     t0 = time.time()
     run = a.run
@@ -72,6 +76,8 @@ def main() -> None:
     tiles = resize_images(sat, size)
     valid = np.load(run / "projected/valid-mask.npy").astype(np.float32)
     valid = F.interpolate(torch.from_numpy(valid)[None, None], size=size, mode="nearest")[0, 0].numpy() > 0.5
+    if a.radius:
+        valid &= centre_disc(size, a.radius).numpy() > 0
 
     emb = {}
     intra = run / "coldstart/intra.pt"
@@ -93,7 +99,8 @@ def main() -> None:
                                                            emb.get("translated")),
     }
     cols = list(next(iter(rows.values())))
-    print(f"{len(gids)} train panoramas of {run}, {size[0]}x{size[1]} px, lower is closer")
+    region = f"centre disc of radius {a.radius}" if a.radius else "all the projection sees"
+    print(f"{len(gids)} train panoramas of {run}, {size[0]}x{size[1]} px, {region}, lower is closer")
     print(f"{'':40s}" + "".join(f"{c:>12s}" for c in cols))
     for name, d in rows.items():
         print(f"{name:40s}" + "".join(f"{d[c]:12.4f}" for c in cols))

@@ -34,8 +34,8 @@ class CycleGANConfig:
     ndf: int = 32                # discriminator width; paper: 64
     blocks: int = 4              # residual blocks; paper: 9 (resnet_9blocks)
     disc_layers: int = 3         # PatchGAN depth (70x70 receptive field at 3); paper: 3
-    epochs: int = 3              # epochs at the initial learning rate; paper: 100
-    epochs_decay: int = 3        # epochs of linear decay to 0; paper: 100
+    epochs: int = 1              # epochs at the initial learning rate; paper: 100
+    epochs_decay: int = 1        # epochs of linear decay to 0; paper: 100
     lr: float = 2e-4             # paper: 2e-4
     beta1: float = 0.5           # paper: 0.5
     lambda_cycle: float = 10.0   # paper: 10 (both directions)

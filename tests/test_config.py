@@ -35,6 +35,10 @@ MALFORMED = {
                                                                       "did you mean epochs?"]),
     "missing dataset.root": ("dataset: {name: cvusa, root: /nonexistent/cvusa}",
                              ["dataset.root: /nonexistent/cvusa is not a directory"]),
+    "prior without projections": ("coldstart: {projection: false}",
+                                  ["labels.prior_weight: > 0 compares projections", "coldstart.projection"]),
+    "prior with an approximate index": ("labels: {index: 'IVF4,Flat', prior_weight: 1.0}",
+                                        ["labels.prior_weight: > 0 needs exact scores", "IVF4,Flat"]),
     "missing model.weights": ("model: {weights: /nonexistent/convnext_atto.safetensors}",
                               ["model.weights: /nonexistent/convnext_atto.safetensors does not exist"]),
 }

@@ -148,10 +148,14 @@ def test_dag_runs_on_the_synthetic_world_in_each_published_layout(tmp_path: Path
 
 
 @pytest.mark.parametrize(("override", "absent", "present"), [
-    ("coldstart: {projection: false}", {"project", "translate"}, {"intra_view", "cross_view"}),
-    ("translate: {method: none}", {"translate"}, {"project", "intra_view", "cross_view"}),
+    # Rows (a) and (d) label as the paper does: the projection prior would need the projections they drop.
+    ("coldstart: {projection: false}\nlabels: {prior_weight: 0.0}", {"project", "translate", "prior"},
+     {"intra_view", "cross_view"}),
+    ("translate: {method: none}", {"translate"}, {"project", "intra_view", "cross_view", "prior"}),
     ("coldstart: {intra: {epochs: 0, smoothing: 0.1}}", {"intra_view"}, {"project", "translate", "cross_view"}),
-    ("coldstart: {cross: {epochs: 0, smoothing: 0.3}}", {"project", "translate"}, {"intra_view", "cross_view"}),
+    ("coldstart: {cross: {epochs: 0, smoothing: 0.3}}\nlabels: {prior_weight: 0.0}", {"project", "translate", "prior"},
+     {"intra_view", "cross_view"}),
+    ("coldstart: {cross: {epochs: 0, smoothing: 0.3}}", {"translate"}, {"project", "prior", "intra_view"}),
 ])
 def test_cold_start_ablation_switches_skip_the_stages_they_no_longer_need(tmp_path: Path, override: str,
                                                                           absent: set[str],

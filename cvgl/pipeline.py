@@ -7,7 +7,6 @@ imports Snakemake, so every stage runs and is tested on its own.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ from cvgl.labels import (
     read_label_table,
     write_label_table,
 )
-from cvgl.metrics import hit_rate, recall_at_k, retrieval_ranks
+from cvgl.metrics import format_count, format_percent, hit_rate, recall_at_k, retrieval_ranks
 from cvgl.models import autocast_dtype
 from cvgl.prior import fused_similarity_blocks, read_prior
 from cvgl.train import (
@@ -376,15 +375,7 @@ def format_summary(df: pd.DataFrame) -> str:
              f"{'prec':>6} {'cover':>6}"]
     for r in df.to_dict("records"):
         recalls = " ".join(f"{100 * r[k]:6.2f}" for k in ("R@1", "R@5", "R@10", "R@1%"))
-        lines.append(f"{int(r['round']):>5} {recalls} {_fmt_int(r['labels_kept']):>6} "
-                     f"{_fmt_int(r['labels_correct']):>7} {_fmt_pct(r['labels_precision']):>6} "
-                     f"{_fmt_pct(r['labels_coverage']):>6}")
+        lines.append(f"{int(r['round']):>5} {recalls} {format_count(r['labels_kept']):>6} "
+                     f"{format_count(r['labels_correct']):>7} {format_percent(r['labels_precision']):>6} "
+                     f"{format_percent(r['labels_coverage']):>6}")
     return "\n".join(lines)
-
-
-def _fmt_int(v: Any) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))
-
-
-def _fmt_pct(v: Any) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}"

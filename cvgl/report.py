@@ -7,8 +7,8 @@ is a diagnostic for people: no training stage reads it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import yaml
 
 from cvgl.data.manifest import image_ids, read_images, read_truth
 from cvgl.io import atomic_path, load_image, read_parquet
+from cvgl.metrics import format_count, format_percent
 from cvgl.plots import plt, save_figure  # plt through cvgl.plots: the Agg backend is already chosen
 
 SAMPLE_COLUMNS = ("panorama", "projection", "translation", "true tile")
@@ -106,20 +107,13 @@ TABLE_STYLE = ("body{font-family:sans-serif;margin:0.5em}table{border-collapse:c
                "th,td{padding:0.25em 0.7em;border-bottom:1px solid #ccc;text-align:right}th{background:#eee}")
 
 
-def _percent(v: Any) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.2f}"
-
-
-def _count(v: Any) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))
-
-
 def summary_html(summary: pd.DataFrame) -> str:
     """summary.csv as a standalone HTML table: recalls and label shares in percent, counts as integers."""
     known = [c for c in summary.columns if c in PERCENT_COLUMNS or c in COUNT_COLUMNS]
     shown = summary[known].copy()
     for column in known:
-        shown[column] = shown[column].map(_percent if column in PERCENT_COLUMNS else _count)
+        cell = partial(format_percent, digits=2) if column in PERCENT_COLUMNS else format_count
+        shown[column] = shown[column].map(partial(cell, missing="–"))
     shown = shown.rename(columns={**PERCENT_COLUMNS, **COUNT_COLUMNS})
     table = shown.to_html(index=False, border=0)
     return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>cvgl summary</title>'

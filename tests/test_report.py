@@ -12,7 +12,7 @@ from PIL import Image
 
 from cvgl.data.manifest import read_images, read_truth
 from cvgl.io import load_image, save_image, write_parquet
-from cvgl.pipeline import manifest_stage
+from cvgl.pipeline import format_summary, manifest_stage
 from cvgl.report import (
     choose_samples,
     sample_images,
@@ -93,3 +93,13 @@ def test_summary_table_shows_recalls_in_percent_and_rounds_without_labels_as_das
     assert html.startswith("<!DOCTYPE html>") and "label precision" in html
     for cell in ("25.00", "75.00", "71.43", "35.00", "7", "–"):  # percent, counts as integers, no labels in round 0
         assert f"<td>{cell}</td>" in html, cell
+
+
+def test_terminal_summary_prints_percent_to_one_digit_and_dashes_for_rounds_without_labels() -> None:
+    summary = pd.DataFrame({"round": [0, 1], "R@1": [0.25, 0.5], "R@5": [0.5, 0.75], "R@10": [1.0, 1.0],
+                            "R@1%": [0.25, 0.5], "labels_kept": [np.nan, 7.0], "labels_correct": [np.nan, 5.0],
+                            "labels_precision": [np.nan, 5 / 7], "labels_coverage": [np.nan, 0.35]})
+    header, first, second = format_summary(summary).splitlines()
+    assert header.split() == ["round", "R@1", "R@5", "R@10", "R@1%", "kept", "correct", "prec", "cover"]
+    assert first.split() == ["0", "25.00", "50.00", "100.00", "25.00", "-", "-", "-", "-"]
+    assert second.split() == ["1", "50.00", "75.00", "100.00", "50.00", "7", "5", "71.4", "35.0"]

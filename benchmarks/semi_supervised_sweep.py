@@ -2,9 +2,10 @@
 
 The cold start does not depend on `gt_ratio`, so every ratio starts from the same `round-0/model.pt` and runs the
 rounds of the config with the library's own functions (the same ones the workflow's rules call: mutual matching,
-label table with the seeded labeled subset, round training with the cold start's pairs, test recall). With
-`gt_ratio: 0` it reproduces the workflow's rounds exactly; each other ratio costs the rounds only, not a whole
-workflow run.
+fused with the run's projection prior when `labels.prior_weight` > 0, label table with the seeded labeled subset,
+round training with the cold start's pairs and `rounds.fake_share`, test recall). With `gt_ratio: 0` it follows
+the workflow's rounds (`rounds.overrides` aside); each other ratio costs the rounds only, not a whole workflow run.
+A small ratio (0.1: 120 true pairs on the default world) bounds what first labels of that coverage can bring.
 
     python benchmarks/semi_supervised_sweep.py results/synth-unsupervised --ratios 0 0.01 0.05 0.1 0.2 1.0
 """
@@ -23,9 +24,17 @@ import yaml
 from cvgl.data.manifest import read_images, read_truth, select_labeled
 from cvgl.embed import embed_images
 from cvgl.io import read_image_cache
-from cvgl.labels import build_label_table, fill_correct, label_summary, margin_threshold, mutual_matches
+from cvgl.labels import (
+    build_label_table,
+    fill_correct,
+    label_summary,
+    margin_threshold,
+    matches_from_blocks,
+    mutual_matches,
+)
 from cvgl.metrics import recall_at_k, retrieval_ranks
 from cvgl.pipeline import load_translated
+from cvgl.prior import fused_similarity_blocks, read_prior
 from cvgl.train import build_model, load_checkpoint, round_stage, run_epoch, setup_torch
 
 
@@ -46,17 +55,26 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
     fake = None
     if rounds["keep_fake_pairs"]:
         fake = load_translated(run / "translated", g_ids, tuple(cfg["model"]["satellite_size"]), cfg["threads"])
+    labels_cfg = cfg.get("labels", {})
+    weight = float(labels_cfg.get("prior_weight") or 0.0)
+    prior = read_prior(run / "prior", g_ids, s_ids) if weight > 0 else None  # rows in the caches' order
     out = []
     for n in range(1, rounds["count"] + 1):
         model.eval()
-        k = cfg.get("labels", {}).get("symmetries", 1)  # as the workflow's train embeddings
-        m = mutual_matches(embed_images(model, ground, "ground", 256, device, symmetries=k),
-                           embed_images(model, sats, "satellite", 256, device, symmetries=k))
+        k = labels_cfg.get("symmetries", 1)  # as the workflow's train embeddings
+        g = embed_images(model, ground, "ground", 256, device, symmetries=k)
+        s = embed_images(model, sats, "satellite", 256, device, symmetries=k)
+        if prior is None:
+            m = mutual_matches(g, s)
+        else:
+            blocks = fused_similarity_blocks(g, s, *prior, weight, labels_cfg.get("chunk", 4096))
+            m = matches_from_blocks(blocks, len(g), len(s))
         table = build_label_table(list(g_ids), list(s_ids), m, margin_threshold(n, rounds["t0"], rounds["count"]),
                                   labeled if len(labeled) else None)
         rc = dict(ckpt["config"], optim=dict(ckpt["config"]["optim"], lr=rounds["lr"]),
                   stage={"epochs": rounds["epochs"], "smoothing": rounds["smoothing"], "lr": rounds["lr"],
-                         "labeled_ratio": rounds["labeled_ratio"], "rounds": rounds["count"]})
+                         "labeled_ratio": rounds["labeled_ratio"], "rounds": rounds["count"],
+                         "fake_share": rounds.get("fake_share")})
         stage = round_stage(model, ground, sats, g_ids, s_ids, table[["ground_id", "satellite_id", "kept", "source"]],
                             rc, device, n, fake)
         for e in range(rounds["epochs"]):

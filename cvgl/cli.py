@@ -37,6 +37,8 @@ def _add(sub: argparse._SubParsersAction, name: str, help_: str, *args: tuple[st
 P = {"type": Path, "required": True}
 CFG = {"type": _json, "required": True}
 THREADS = {"type": int, "default": 1}
+#: Training jobs: the rule's {threads} (scaled by Snakemake to --cores) overrides the config's `threads`.
+TRAIN_THREADS = {"type": int, "default": None, "help": "torch threads (default: the config's `threads`)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,12 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
          ("--manifest", P), ("--root", P), ("--config", CFG), ("--out", P), ("--threads", THREADS))
     _add(sub, "translate", "fit the unpaired translator and translate every projection",
          ("--projected", P), ("--satellite-cache", P), ("--method", {"default": "colour"}),
-         ("--options", {"type": _json, "default": {}}), ("--model-out", P), ("--out", P))
+         ("--options", {"type": _json, "default": {}}), ("--model-out", P), ("--out", P),
+         ("--threads", TRAIN_THREADS))
     _add(sub, "intra-view", "cold start part 1: intra-view self-supervised training",
-         ("--config", CFG), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P))
+         ("--config", CFG), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P),
+         ("--threads", TRAIN_THREADS))
     _add(sub, "cross-view", "cold start part 2: panoramas vs. their translated projections",
          ("--config", CFG), ("--init", {"type": Path}), ("--ground-cache", P), ("--translated", {"type": Path}),
-         ("--out", P))
+         ("--out", P), ("--threads", TRAIN_THREADS))
     _add(sub, "embed", "embed a split's ground and satellite caches into parquet shards",
          ("--model", P), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P),
          ("--batch-size", {"type": int, "default": 128}), ("--device", {"default": "auto"}),
@@ -79,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
          ("--matches", P), ("--manifest", P), ("--out", P))
     _add(sub, "train-round", "a self-training round on pseudo (and labeled) pairs",
          ("--config", CFG), ("--init", P), ("--labels", P), ("--ground-cache", P), ("--satellite-cache", P),
-         ("--round", {"type": int, "required": True}), ("--translated", {"type": Path}), ("--out", P))
+         ("--round", {"type": int, "required": True}), ("--translated", {"type": Path}), ("--out", P),
+         ("--threads", TRAIN_THREADS))
     _add(sub, "evaluate", "Recall@K of a round on the test split",
          ("--embeddings", P), ("--manifest", P), ("--round", {"type": int, "required": True}),
          ("--labels", {"type": Path}), ("--model", {"type": Path}), ("--out", P))
@@ -114,8 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def apply_threads(a: argparse.Namespace) -> None:
+    """A training job's `--threads` (its rule's, scaled by Snakemake to --cores) wins over its settings' `threads`."""
+    if getattr(a, "threads", None) is None:
+        return
+    for settings in ("config", "options"):
+        if isinstance(getattr(a, settings, None), dict):
+            setattr(a, settings, {**getattr(a, settings), "threads": a.threads})
+
+
 def run(a: argparse.Namespace) -> None:
     c = a.command
+    apply_threads(a)
     if c == "synth":
         pipeline.synth_stage(a.config, a.out, a.seed, a.threads)
     elif c == "manifest":

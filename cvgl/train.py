@@ -38,8 +38,14 @@ def seeded_generator(seed: int, *keys: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
+#: Settings that do not change what a stage computes: a run resumed with other values keeps its state.
+RESUME_NEUTRAL = ("threads",)
+
+
 def config_digest(cfg: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Identity of a stage's settings for resuming (`RESUME_NEUTRAL` keys left out)."""
+    kept = {k: v for k, v in cfg.items() if k not in RESUME_NEUTRAL}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def setup_torch(threads: int, seed: int) -> None:

@@ -60,15 +60,19 @@ def test_image_pool_returns_new_images_until_full_then_mixes_history() -> None:
     assert torch.equal(passed, fresh) and not passed.requires_grad
 
 
-def test_training_resumes_bit_identically_and_translation_blanks_the_unseen(tmp_path: Path) -> None:
+def test_training_resumes_bit_identically_and_translation_blanks_the_unseen(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:
     a, b = sets()
     whole = train_cyclegan(a, b, TINY, tmp_path / "whole.pt")
     # Interrupted after epoch 1: the state file of a one-epoch run, then the full run picks it up.
     train_cyclegan(a, b, replace(TINY, epochs_decay=0), tmp_path / "part.pt")
     state = torch.load(tmp_path / "part.pt.state", weights_only=False)
-    state["config"] = {**state["config"], "epochs_decay": 1}
+    # Written by a job with another thread count (resuming ignores it: it changes speed, not the model).
+    state["config"] = {**state["config"], "epochs_decay": 1, "threads": TINY.threads + 1}
     torch.save(state, tmp_path / "part.pt.state")
+    capsys.readouterr()
     resumed = train_cyclegan(a, b, TINY, tmp_path / "part.pt")
+    assert "resuming after epoch 1" in capsys.readouterr().err  # not retrained from scratch
     for (k, v), w in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(v, w), k
 

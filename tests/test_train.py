@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,16 @@ import pytest
 import torch
 
 import cvgl.train as train
-from cvgl.train import build_model, cross_view_stage, fit, pseudo_pairs, seeded_generator, setup_torch
+from cvgl.cli import apply_threads, build_parser
+from cvgl.train import (
+    build_model,
+    config_digest,
+    cross_view_stage,
+    fit,
+    pseudo_pairs,
+    seeded_generator,
+    setup_torch,
+)
 
 CFG = {
     "seed": 0, "device": "cpu", "threads": 1,
@@ -103,3 +113,23 @@ def test_mixed_epoch_repeats_the_few_labels_and_fills_the_rest_with_fake_pairs()
     assert set(again[10:].tolist()) != set(fake_g.tolist())  # drawn afresh each epoch
     only_labels = train.mixed_epoch(pairs, n_sat, n, 0.0, seeded_generator(0, "m"))[1]
     assert (only_labels < n_sat).all() and len(only_labels) == n
+
+
+def test_resuming_ignores_the_thread_count_but_no_other_setting() -> None:
+    assert config_digest({**CFG, "threads": 1}) == config_digest({**CFG, "threads": 8})
+    assert config_digest({**CFG, "seed": 1}) != config_digest(CFG)
+    assert config_digest({**CFG, "optim": {**CFG["optim"], "lr": 0.5}}) != config_digest(CFG)
+
+
+@pytest.mark.parametrize("command", ["intra-view", "cross-view", "train-round"])
+def test_a_training_job_takes_its_threads_from_the_command_line(command: str) -> None:
+    args = ["--config", json.dumps({**CFG, "threads": 1}), "--ground-cache", "g.npy", "--out", "m.pt"]
+    args += {"intra-view": ["--satellite-cache", "s.npy"], "cross-view": [],
+             "train-round": ["--init", "i.pt", "--labels", "l.parquet", "--satellite-cache", "s.npy", "--round", "1"]
+             }[command]
+    given = build_parser().parse_args([command, *args, "--threads", "3"])
+    apply_threads(given)
+    assert given.config["threads"] == 3 and given.config["seed"] == CFG["seed"]
+    default = build_parser().parse_args([command, *args])
+    apply_threads(default)
+    assert default.config["threads"] == 1

@@ -85,9 +85,10 @@ def image_size(view):
 
 def train_config(stage, **extra):
     """The slice a training job sees: model, optimiser, augmentation, seed and its stage's settings."""
+    # No `threads`: the job gets its rule's {threads} on the command line, so --cores scales it and changing
+    # the thread count never reruns a stage.
     return as_json(dict(seed=config["seed"], device=config["device"], precision=config["precision"],
-                        threads=THREADS, model=config["model"], optim=config["optim"], augment=config["augment"],
-                        stage=stage, **extra))
+                        model=config["model"], optim=config["optim"], augment=config["augment"], stage=stage, **extra))
 
 
 def round_settings(n):

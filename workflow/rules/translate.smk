@@ -11,7 +11,7 @@ rule translate:
         images=directory(f"{RESULTS}/translated"),
     params:
         method=config["translate"]["method"],
-        options=as_json({**config["translate"].get("cyclegan", {}), "seed": config["seed"], "threads": THREADS,
+        options=as_json({**config["translate"].get("cyclegan", {}), "seed": config["seed"],
                          "device": config["device"]}),
     log:
         f"{RESULTS}/logs/translate.log",
@@ -25,4 +25,4 @@ rule translate:
     shell:
         "{CVGL} translate --projected {input.projected} --satellite-cache {input.satellites} "
         "--method {params.method} --options {params.options:q} --model-out {output.model} "
-        "--out {output.images} > {log} 2>&1"
+        "--out {output.images} --threads {threads} > {log} 2>&1"

@@ -92,10 +92,11 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="results/<run> of a finished workflow")
-    ap.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="the rounds' settings")
+    ap.add_argument("--configfile", type=Path, default=None,
+                    help="the rounds' settings (default: the run's resolved config, <run>/report/config.yaml)")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.01, 0.05, 0.1, 0.2, 1.0])
     a = ap.parse_args()
-    cfg = yaml.safe_load(a.configfile.read_text())
+    cfg = yaml.safe_load((a.configfile or a.run / "report/config.yaml").read_text())
     t0 = time.time()
     rows = [r for ratio in a.ratios for r in sweep_one(a.run, cfg, ratio, torch.device("cpu"))]
     table = pd.DataFrame(rows)

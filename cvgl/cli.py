@@ -119,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+#: Jobs whose settings (--config or --options) carry torch's `threads`; the other commands take --threads alone.
+TRAINING_COMMANDS = ("translate", "intra-view", "cross-view", "train-round")
+
+
 def apply_threads(a: argparse.Namespace) -> None:
     """A training job's `--threads` (its rule's, scaled by Snakemake to --cores) wins over its settings' `threads`."""
-    if getattr(a, "threads", None) is None:
+    if a.command not in TRAINING_COMMANDS or a.threads is None:
         return
     for settings in ("config", "options"):
         if isinstance(getattr(a, settings, None), dict):

@@ -133,3 +133,10 @@ def test_a_training_job_takes_its_threads_from_the_command_line(command: str) ->
     default = build_parser().parse_args([command, *args])
     apply_threads(default)
     assert default.config["threads"] == 1
+
+
+def test_commands_that_are_not_training_keep_their_settings_as_given() -> None:
+    # `synth` and `project` take a --config of their own knobs (no `threads` key) beside --threads
+    synth = build_parser().parse_args(["synth", "--config", '{"tile_size": 32}', "--out", "d", "--threads", "2"])
+    apply_threads(synth)
+    assert synth.config == {"tile_size": 32} and synth.threads == 2

@@ -24,17 +24,10 @@ import yaml
 from cvgl.data.manifest import read_images, read_truth, select_labeled
 from cvgl.embed import embed_images
 from cvgl.io import read_image_cache
-from cvgl.labels import (
-    build_label_table,
-    fill_correct,
-    label_summary,
-    margin_threshold,
-    matches_from_blocks,
-    mutual_matches,
-)
+from cvgl.labels import build_label_table, fill_correct, label_summary, margin_threshold
 from cvgl.metrics import recall_at_k, retrieval_ranks
 from cvgl.pipeline import load_translated
-from cvgl.prior import fused_similarity_blocks, read_prior
+from cvgl.prior import exact_matches, read_prior
 from cvgl.train import build_model, load_checkpoint, round_stage, run_epoch, setup_torch
 
 
@@ -64,11 +57,7 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
         k = labels_cfg.get("symmetries", 1)  # as the workflow's train embeddings
         g = embed_images(model, ground, "ground", 256, device, symmetries=k)
         s = embed_images(model, sats, "satellite", 256, device, symmetries=k)
-        if prior is None:
-            m = mutual_matches(g, s)
-        else:
-            blocks = fused_similarity_blocks(g, s, *prior, weight, labels_cfg.get("chunk", 4096))
-            m = matches_from_blocks(blocks, len(g), len(s))
+        m = exact_matches(g, s, labels_cfg.get("chunk", 4096), prior, weight)  # as the pseudo_label rule
         table = build_label_table(list(g_ids), list(s_ids), m, margin_threshold(n, rounds["t0"], rounds["count"]),
                                   labeled if len(labeled) else None)
         rc = dict(ckpt["config"], optim=dict(ckpt["config"]["optim"], lr=rounds["lr"]),

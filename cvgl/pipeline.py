@@ -38,15 +38,13 @@ from cvgl.labels import (
     fill_correct,
     label_summary,
     margin_threshold,
-    matches_from_blocks,
-    mutual_matches,
     mutual_matches_faiss,
     read_label_table,
     write_label_table,
 )
 from cvgl.metrics import format_count, format_percent, hit_rate, recall_at_k, retrieval_ranks
 from cvgl.models import autocast_dtype
-from cvgl.prior import fused_similarity_blocks, read_prior
+from cvgl.prior import exact_matches, read_prior
 from cvgl.train import (
     Stage,
     build_model,
@@ -281,16 +279,11 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path, labeled_path: Pat
         raise ValueError(f"{index_path}: its ids do not match the satellite embeddings in {embeddings_dir}")
     t0 = time.perf_counter()
     weight = float(cfg.get("prior_weight") or 0.0)
-    if weight > 0:
-        if prior_dir is None:
-            raise ValueError("labels.prior_weight > 0 needs the projection prior's descriptors (--prior)")
-        # Exact fused scores, blocked (cvgl.prior); the prior has no approximate index.
-        pg, ps = read_prior(prior_dir, g_ids, s_ids)
-        blocks = fused_similarity_blocks(ground, satellite, pg, ps, weight, cfg.get("chunk", 4096))
-        matches = matches_from_blocks(blocks, len(ground), len(satellite))
-    elif cfg.get("index", "Flat") == "Flat":
-        # Exact: one blocked N x M product gives both directions (a flat index would need two).
-        matches = mutual_matches(ground, satellite, chunk=cfg.get("chunk", 4096))
+    if weight > 0 or cfg.get("index", "Flat") == "Flat":
+        # Exact: one blocked N x M product gives both directions (a flat index would need two); the prior's
+        # fused scores exist only this way (it has no approximate index).
+        prior = read_prior(prior_dir, g_ids, s_ids) if weight > 0 and prior_dir is not None else None
+        matches = exact_matches(ground, satellite, cfg.get("chunk", 4096), prior, weight)
     else:
         # Approximate: both directions through indices of the configured kind (never an N x M product).
         set_search_parameters(index, cfg.get("search"))

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from cvgl.embed_io import read_embeddings, write_embedding_shards
 from cvgl.index import similarity_blocks
 from cvgl.io import load_images, read_image_cache, read_parquet
+from cvgl.labels import Matches, matches_from_blocks, mutual_matches
 from cvgl.models import centre_disc
 
 
@@ -99,3 +100,15 @@ def fused_similarity_blocks(ground: np.ndarray, satellite: np.ndarray, prior_gro
         pixel = -torch.cdist(torch.from_numpy(prior_ground[start:start + chunk]), ps, p=1)
         fused = _standardise_rows(block) + weight * _standardise_rows(pixel)
         yield start, fused.mul_(sigma / (1.0 + weight))
+
+
+def exact_matches(ground: np.ndarray, satellite: np.ndarray, chunk: int,
+                  prior: tuple[np.ndarray, np.ndarray] | None = None, weight: float = 0.0) -> Matches:
+    """Exact mutual matches of the train embeddings, their scores fused with the projection prior's
+    `(ground, satellite)` descriptors when `weight` > 0 (blocked either way: memory O(chunk x M))."""
+    if weight > 0:
+        if prior is None:
+            raise ValueError("labels.prior_weight > 0 needs the projection prior's descriptors (--prior)")
+        blocks = fused_similarity_blocks(ground, satellite, *prior, weight, chunk)
+        return matches_from_blocks(blocks, len(ground), len(satellite))
+    return mutual_matches(ground, satellite, chunk=chunk)

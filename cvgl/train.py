@@ -42,10 +42,14 @@ def seeded_generator(seed: int, *keys: object) -> torch.Generator:
 RESUME_NEUTRAL = ("threads",)
 
 
+def resume_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that must match for a job to resume from a saved state (`RESUME_NEUTRAL` keys left out)."""
+    return {k: v for k, v in settings.items() if k not in RESUME_NEUTRAL}
+
+
 def config_digest(cfg: dict[str, Any]) -> str:
-    """Identity of a stage's settings for resuming (`RESUME_NEUTRAL` keys left out)."""
-    kept = {k: v for k, v in cfg.items() if k not in RESUME_NEUTRAL}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Identity of a stage's settings for resuming (`resume_settings`)."""
+    return hashlib.sha256(json.dumps(resume_settings(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def setup_torch(threads: int, seed: int) -> None:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from cvgl.augment import resize_images
 from cvgl.io import Progress, atomic_path
 from cvgl.models import resolve_device
+from cvgl.train import resume_settings
 
 
 @dataclass(frozen=True)
@@ -207,11 +208,6 @@ def unpaired_epoch(n_a: int, n_b: int, gen: torch.Generator) -> tuple[np.ndarray
     return torch.randperm(n_a, generator=gen).numpy(), torch.randint(0, n_b, (n_a,), generator=gen).numpy()
 
 
-def _resume_key(settings: dict) -> dict:
-    """What must match to resume: every setting but the thread count (it changes speed, not the model)."""
-    return {k: v for k, v in settings.items() if k != "threads"}
-
-
 def train_cyclegan(projections: np.ndarray, satellites: np.ndarray, cfg: CycleGANConfig, out: Path
                    ) -> CycleGAN:
     """Train on two unpaired uint8 sets at `cfg.size`; per-epoch state in `<out>.state`, resumed if it matches."""
@@ -227,7 +223,7 @@ def train_cyclegan(projections: np.ndarray, satellites: np.ndarray, cfg: CycleGA
     start = 0
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
-        if _resume_key(state.get("config") or {}) == _resume_key(asdict(cfg)):
+        if resume_settings(state.get("config") or {}) == resume_settings(asdict(cfg)):
             model.load_state_dict(state["model"])
             opt_g.load_state_dict(state["opt_g"])
             opt_d.load_state_dict(state["opt_d"])

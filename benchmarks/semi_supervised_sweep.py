@@ -2,8 +2,9 @@
 
 The cold start does not depend on `gt_ratio`, so every ratio starts from the same `round-0/model.pt` and runs the
 rounds of the config with the library's own functions (the same ones the workflow's rules call: mutual matching,
-fused with the run's projection prior when `labels.prior_weight` > 0, label table with the seeded labeled subset,
-round training with the cold start's pairs and `rounds.fake_share`, test recall). With `gt_ratio: 0` it follows
+fused with the run's projection prior when `labels.prior_weight` > 0 and rescaled when `labels.csls_k` > 0, label
+table with the seeded labeled subset, round training with the cold start's pairs and `rounds.fake_share`, test
+recall). With `gt_ratio: 0` it follows
 the workflow's rounds (`rounds.overrides` aside); each other ratio costs the rounds only, not a whole workflow run.
 A small ratio (0.1: 120 true pairs on the default world) bounds what first labels of that coverage can bring.
 
@@ -57,7 +58,8 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
         k = labels_cfg.get("symmetries", 1)  # as the workflow's train embeddings
         g = embed_images(model, ground, "ground", 256, device, symmetries=k)
         s = embed_images(model, sats, "satellite", 256, device, symmetries=k)
-        m = exact_matches(g, s, labels_cfg.get("chunk", 4096), prior, weight)  # as the pseudo_label rule
+        m = exact_matches(g, s, labels_cfg.get("chunk", 4096), prior, weight,  # as the pseudo_label rule
+                          int(labels_cfg.get("csls_k") or 0))
         table = build_label_table(list(g_ids), list(s_ids), m, margin_threshold(n, rounds["t0"], rounds["count"]),
                                   labeled if len(labeled) else None)
         rc = dict(ckpt["config"], optim=dict(ckpt["config"]["optim"], lr=rounds["lr"]),

@@ -11,7 +11,7 @@ only on the ids, never on the order the images were listed in.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +73,7 @@ class Matches:
         return self.score - self.second_score
 
 
-def _check_pair(ground: np.ndarray, satellite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_pair(ground: np.ndarray, satellite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ground = as_embedding_matrix(ground, "ground embeddings")
     satellite = as_embedding_matrix(satellite, "satellite embeddings")
     if len(ground) == 0 or len(satellite) == 0:
@@ -91,7 +91,7 @@ def _is_mutual(top1: np.ndarray, reverse_top1: np.ndarray) -> np.ndarray:
 def mutual_matches(ground: np.ndarray, satellite: np.ndarray, chunk: int = 4096,
                    device: str | torch.device = "cpu") -> Matches:
     """Row top-1/top-2 and column top-1 of ground @ satellite.T in one blocked pass (memory O(chunk*M + N + M))."""
-    ground, satellite = _check_pair(ground, satellite)
+    ground, satellite = check_pair(ground, satellite)
     return matches_from_blocks(similarity_blocks(ground, satellite, chunk, device), len(ground), len(satellite),
                                device)
 
@@ -128,6 +128,30 @@ def matches_from_blocks(blocks: Iterable[tuple[int, torch.Tensor]], n: int, m: i
     return Matches(top1, score, second, _is_mutual(top1, reverse_top1), reverse_top1)
 
 
+def csls_blocks(make_blocks: Callable[[], Iterable[tuple[int, torch.Tensor]]], n: int, m: int, k: int
+                ) -> Iterator[tuple[int, torch.Tensor]]:
+    """Hubness-corrected scores s_ij - (r_g(i) + r_s(j)) / 2 of an N x M score matrix given block by block.
+
+    Cross-domain similarity local scaling (CSLS, Conneau et al. 2018, "Word translation without parallel data"):
+    r_g(i) is the mean of ground i's k best scores and r_s(j) that of satellite j's. A hub (a tile close to many
+    panoramas) is everyone's top-1 but mutual with one of them at most; scaling pulls it back so mutual nearest
+    neighbours form around the right pairs. Scores stay in the input's units (margins keep their meaning).
+    `make_blocks()` is iterated twice (statistics, then scores); memory O(chunk x M + k x M).
+    """
+    if k < 1:
+        raise ValueError(f"labels.csls_k must be >= 1 to rescale, got {k}")
+    k_row, k_col = min(k, m), min(k, n)
+    row_mean = torch.empty(n)
+    col_top = torch.full((k_col, m), -math.inf)
+    for start, sims in make_blocks():
+        row_mean[start:start + len(sims)] = sims.topk(k_row, dim=1).values.mean(dim=1).cpu()
+        col_top = torch.cat([col_top, sims.cpu()]).topk(k_col, dim=0).values
+    col_half = col_top.mean(dim=0) / 2
+    for start, sims in make_blocks():
+        half = (row_mean[start:start + len(sims), None] / 2).to(sims.device)
+        yield start, sims.sub_(half).sub_(col_half.to(sims.device)[None])
+
+
 def mutual_matches_faiss(ground: np.ndarray, satellite: np.ndarray, index: faiss.Index | None = None,
                          reverse_factory: str = "Flat", search: str | None = None) -> Matches:
     """`mutual_matches` through FAISS searches: satellites indexed (k=2 per ground), grounds indexed (k=1).
@@ -141,7 +165,7 @@ def mutual_matches_faiss(ground: np.ndarray, satellite: np.ndarray, index: faiss
     approximate matches. The reverse direction (each satellite's best ground) searches an index of the grounds
     built with `reverse_factory` and `search`: with an approximate one neither direction is O(N * M).
     """
-    ground, satellite = _check_pair(ground, satellite)
+    ground, satellite = check_pair(ground, satellite)
     n, m = len(ground), len(satellite)
     if index is None:
         index = build_index(satellite)

@@ -268,7 +268,8 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path, labeled_path: Pat
     """Adaptive Mutual Matching on the train split: round n's label table from the round n-1 embeddings.
 
     Reads embeddings, the labeled subset and (with `labels.prior_weight` > 0) the projection prior's pixel
-    descriptors only; `correct` stays empty (diagnostics fill it elsewhere).
+    descriptors only; `correct` stays empty (diagnostics fill it elsewhere). `labels.csls_k` > 0 rescales the
+    scores against hubs (`cvgl.labels.csls_blocks`) before matching.
     """
     torch.set_num_threads(max(1, threads))
     set_threads(threads)
@@ -279,11 +280,12 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path, labeled_path: Pat
         raise ValueError(f"{index_path}: its ids do not match the satellite embeddings in {embeddings_dir}")
     t0 = time.perf_counter()
     weight = float(cfg.get("prior_weight") or 0.0)
-    if weight > 0 or cfg.get("index", "Flat") == "Flat":
+    csls_k = int(cfg.get("csls_k") or 0)
+    if weight > 0 or csls_k > 0 or cfg.get("index", "Flat") == "Flat":
         # Exact: one blocked N x M product gives both directions (a flat index would need two); the prior's
-        # fused scores exist only this way (it has no approximate index).
+        # fused scores and the CSLS rescaling exist only this way.
         prior = read_prior(prior_dir, g_ids, s_ids) if weight > 0 and prior_dir is not None else None
-        matches = exact_matches(ground, satellite, cfg.get("chunk", 4096), prior, weight)
+        matches = exact_matches(ground, satellite, cfg.get("chunk", 4096), prior, weight, csls_k)
     else:
         # Approximate: both directions through indices of the configured kind (never an N x M product).
         set_search_parameters(index, cfg.get("search"))

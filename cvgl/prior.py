@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from cvgl.embed_io import read_embeddings, write_embedding_shards
 from cvgl.index import similarity_blocks
 from cvgl.io import load_images, read_image_cache, read_parquet
-from cvgl.labels import Matches, matches_from_blocks, mutual_matches
+from cvgl.labels import Matches, check_pair, csls_blocks, matches_from_blocks
 from cvgl.models import centre_disc
 
 
@@ -103,12 +103,22 @@ def fused_similarity_blocks(ground: np.ndarray, satellite: np.ndarray, prior_gro
 
 
 def exact_matches(ground: np.ndarray, satellite: np.ndarray, chunk: int,
-                  prior: tuple[np.ndarray, np.ndarray] | None = None, weight: float = 0.0) -> Matches:
-    """Exact mutual matches of the train embeddings, their scores fused with the projection prior's
-    `(ground, satellite)` descriptors when `weight` > 0 (blocked either way: memory O(chunk x M))."""
+                  prior: tuple[np.ndarray, np.ndarray] | None = None, weight: float = 0.0,
+                  csls_k: int = 0) -> Matches:
+    """Exact mutual matches of the train embeddings (blocked either way: memory O(chunk x M)).
+
+    Scores are fused with the projection prior's `(ground, satellite)` descriptors when `weight` > 0, and
+    rescaled by CSLS over each row's and column's `csls_k` best scores when `csls_k` > 0 (`csls_blocks`).
+    """
+    ground, satellite = check_pair(ground, satellite)
     if weight > 0:
         if prior is None:
             raise ValueError("labels.prior_weight > 0 needs the projection prior's descriptors (--prior)")
-        blocks = fused_similarity_blocks(ground, satellite, *prior, weight, chunk)
-        return matches_from_blocks(blocks, len(ground), len(satellite))
-    return mutual_matches(ground, satellite, chunk=chunk)
+
+        def blocks() -> Iterator[tuple[int, torch.Tensor]]:
+            return fused_similarity_blocks(ground, satellite, *prior, weight, chunk)
+    else:
+        def blocks() -> Iterator[tuple[int, torch.Tensor]]:
+            return similarity_blocks(ground, satellite, chunk)
+    scores = csls_blocks(blocks, len(ground), len(satellite), csls_k) if csls_k > 0 else blocks()
+    return matches_from_blocks(scores, len(ground), len(satellite))

@@ -39,6 +39,8 @@ MALFORMED = {
                                   ["labels.prior_weight: > 0 compares projections", "coldstart.projection"]),
     "prior with an approximate index": ("labels: {index: 'IVF4,Flat', prior_weight: 1.0}",
                                         ["labels.prior_weight: > 0 needs exact scores", "IVF4,Flat"]),
+    "CSLS with an approximate index": ("labels: {index: 'IVF4,Flat', prior_weight: 0.0, csls_k: 10}",
+                                       ["labels.csls_k: > 0 needs exact scores", "IVF4,Flat"]),
     "missing model.weights": ("model: {weights: /nonexistent/convnext_atto.safetensors}",
                               ["model.weights: /nonexistent/convnext_atto.safetensors does not exist"]),
 }

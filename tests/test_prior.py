@@ -1,14 +1,17 @@
-"""The projection prior fused into pseudo-label scores (cvgl/prior.py) against dense hand computations."""
+"""The projection prior fused into pseudo-label scores (cvgl/prior.py) and the CSLS rescaling, against dense
+hand computations."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from cvgl.labels import matches_from_blocks, mutual_matches
+from cvgl.index import similarity_blocks
+from cvgl.labels import csls_blocks, matches_from_blocks, mutual_matches
 from cvgl.models import centre_disc
 from cvgl.pipeline import pseudo_label_stage
-from cvgl.prior import fused_similarity_blocks, pixel_descriptors
+from cvgl.prior import exact_matches, fused_similarity_blocks, pixel_descriptors
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -86,3 +89,51 @@ def test_a_prior_weight_without_descriptors_is_a_clear_error(tmp_path) -> None:
         pseudo_label_stage(emb, tmp_path / "index.faiss", tmp_path / "labeled.parquet", 1, cfg,
                            tmp_path / "m.parquet", 1)
     assert not (tmp_path / "m.parquet").exists()
+
+
+def csls_reference(scores: np.ndarray, k: int) -> np.ndarray:
+    """Dense CSLS of Conneau et al. (2018), halved to stay in the scores' units."""
+    k_row, k_col = min(k, scores.shape[1]), min(k, scores.shape[0])
+    r_g = np.sort(scores, axis=1)[:, -k_row:].mean(1, keepdims=True)
+    r_s = np.sort(scores, axis=0)[-k_col:].mean(0, keepdims=True)
+    return scores - (r_g + r_s) / 2
+
+
+@pytest.mark.parametrize(("chunk", "k"), [(1, 3), (4, 3), (100, 3), (4, 20)])
+def test_csls_blocks_equal_the_dense_formula(chunk: int, k: int) -> None:
+    rng = np.random.default_rng(4)
+    g, s = unit_rows(rng, 11, 8), unit_rows(rng, 7, 8)  # k = 20 exceeds both sides: all scores count
+    expected = csls_reference(g.astype(np.float64) @ s.T, k)
+    blocks = list(csls_blocks(lambda: similarity_blocks(g, s, chunk), 11, 7, k))
+    assert [start for start, _ in blocks] == list(range(0, 11, chunk))
+    np.testing.assert_allclose(np.concatenate([b.numpy() for _, b in blocks]), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="csls_k"):
+        next(csls_blocks(lambda: similarity_blocks(g, s, chunk), 11, 7, 0))
+
+
+def test_csls_turns_a_hub_back_into_the_right_mutual_pairs() -> None:
+    # Tile 3 is every panorama's top-1 (a hub), so only one pair is mutual; each panorama's own tile is second.
+    scores = np.array([[0.9, 0.1, 0.1, 0.95],
+                       [0.1, 0.9, 0.1, 0.95],
+                       [0.1, 0.1, 0.9, 0.95]], dtype=np.float32)
+    plain = matches_from_blocks(iter([(0, torch.from_numpy(scores.copy()))]), 3, 4)
+    assert plain.top1.tolist() == [3, 3, 3] and plain.mutual.sum() == 1
+    fixed = matches_from_blocks(csls_blocks(lambda: iter([(0, torch.from_numpy(scores.copy()))]), 3, 4, 2), 3, 4)
+    assert fixed.top1.tolist() == [0, 1, 2] and fixed.mutual.all()
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.5])
+def test_exact_matches_with_csls_are_the_dense_mutual_matches(weight: float) -> None:
+    rng = np.random.default_rng(5)
+    g, s = unit_rows(rng, 13, 6), unit_rows(rng, 10, 6)
+    pg, ps = rng.normal(size=(13, 5)).astype(np.float32), rng.normal(size=(10, 5)).astype(np.float32)
+    base = np.concatenate([b.numpy() for _, b in fused_similarity_blocks(g, s, pg, ps, weight, 4)]) if weight \
+        else g.astype(np.float64) @ s.T
+    expected = csls_reference(base.astype(np.float64), 3)
+    m = exact_matches(g, s, 4, (pg, ps), weight, csls_k=3)
+    assert np.array_equal(m.top1, expected.argmax(1))
+    assert np.array_equal(m.reverse_top1, expected.argmax(0))
+    np.testing.assert_allclose(m.score, expected.max(1), rtol=1e-4, atol=1e-5)
+    # csls_k = 0 is the plain (or fused) matching.
+    plain = exact_matches(g, s, 4, (pg, ps), weight)
+    assert np.array_equal(plain.top1, base.argmax(1))

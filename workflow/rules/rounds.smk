@@ -25,6 +25,9 @@ if config["labels"]["prior_weight"] > 0:
     if config["labels"]["index"] != "Flat":
         raise WorkflowError(f"labels.prior_weight: > 0 needs exact scores, but labels.index is "
                             f"{config['labels']['index']!r}; use Flat or set labels.prior_weight: 0")
+if config["labels"]["csls_k"] > 0 and config["labels"]["index"] != "Flat":
+    raise WorkflowError(f"labels.csls_k: > 0 needs exact scores, but labels.index is "
+                        f"{config['labels']['index']!r}; use Flat or set labels.csls_k: 0")
 
 
 rule prior:

@@ -13,8 +13,11 @@ Similarities:
 * prior w: what `labels.prior_weight: w` fuses (cvgl/prior.py): row-standardised cross similarity plus w x the
   row-standardised pixel similarity of each raw projection to every tile on the centre disc the satellite
   encoder sees, in cosine units (so the margin threshold `--t0` applies as in the workflow).
+* csls K: any of the above rescaled against hubs as `labels.csls_k: K` does (`cvgl.labels.csls_blocks`).
 
-    python benchmarks/label_precision.py results/synth-unsupervised [--symmetries 1 2 4 8] [--threads 2]
+Under the lines of each k, a grid gives the kept pairs and their precision at several round-1 thresholds.
+
+    python benchmarks/label_precision.py results/synth-unsupervised [--symmetries 1 2 4 8] [--csls 0 5 10]
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import torch
 
 from cvgl.data.manifest import read_truth
 from cvgl.embed import embed_images
+from cvgl.index import similarity_blocks
 from cvgl.io import load_images, read_image_cache, read_parquet
+from cvgl.labels import csls_blocks
 from cvgl.pipeline import load_translated
 from cvgl.prior import fused_similarity_blocks, pixel_descriptors
 from cvgl.train import build_model, load_checkpoint
@@ -61,8 +66,26 @@ def prior_descriptors(run: Path, ground_ids: np.ndarray, tiles: np.ndarray, radi
     return pixel_descriptors(proj, size, radius), pixel_descriptors(tiles, size, radius)
 
 
-def fused(cross_g: np.ndarray, cross_s: np.ndarray, pg: np.ndarray, ps: np.ndarray, w: float) -> np.ndarray:
-    return np.concatenate([b.numpy() for _, b in fused_similarity_blocks(cross_g, cross_s, pg, ps, w, 4096)])
+def scores(g: np.ndarray, s: np.ndarray, pg: np.ndarray, ps: np.ndarray, w: float, csls_k: int) -> np.ndarray:
+    """The dense score matrix the pseudo_label rule matches on, for `labels.prior_weight` w and `labels.csls_k`."""
+    def blocks():
+        return fused_similarity_blocks(g, s, pg, ps, w, 4096) if w > 0 else similarity_blocks(g, s, 4096)
+    rescaled = csls_blocks(blocks, len(g), len(s), csls_k) if csls_k > 0 else blocks()
+    return np.concatenate([b.numpy() for _, b in rescaled])
+
+
+def threshold_grid(name: str, sim: np.ndarray, true_col: np.ndarray, thresholds: tuple[float, ...]) -> str:
+    """Kept mutual pairs and their precision at each round-1 margin threshold."""
+    top1 = sim.argmax(1)
+    mutual = sim.argmax(0)[top1] == np.arange(len(sim))
+    ordered = np.sort(sim, axis=1)
+    margin = ordered[:, -1] - ordered[:, -2]
+    correct = top1 == true_col
+    cells = []
+    for t in thresholds:
+        kept = mutual & (margin >= t)
+        cells.append(f"{t:g}: {kept.sum():4d} {100 * correct[kept].mean() if kept.any() else 0:5.1f}%")
+    return f"{name:30s} " + "  ".join(cells)
 
 
 def main() -> None:
@@ -74,6 +97,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prior-weights", type=float, nargs="+", default=[1.0, 2.0], help="labels.prior_weight values")
     ap.add_argument("--prior-size", type=int, default=64, help="labels.prior_size")
+    ap.add_argument("--csls", type=int, nargs="+", default=[0, 10], help="labels.csls_k values (0 = off)")
+    ap.add_argument("--grid", type=float, nargs="+", default=[0.035, 0.04, 0.045, 0.05, 0.06],
+                    help="round-1 thresholds of the kept/precision grid")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     started = time.time()
@@ -102,10 +128,15 @@ def main() -> None:
         f = embed_images(model, fake, "satellite", 128, cpu, "embed translated", symmetries=k)
         cross, bridge = g @ s.T, f @ s.T
         print(f"-- symmetries {k}: train embeddings in {seconds:.0f} s")
-        print(precision_report(f"cross, k={k}", cross, true_col, a.t0))
         print(precision_report(f"(cross + fake)/2, k={k}", (cross + bridge) / 2, true_col, a.t0))
-        for w in a.prior_weights:
-            print(precision_report(f"prior {w:g}, k={k}", fused(g, s, pg, ps, w), true_col, a.t0))
+        grid = []
+        for w in [0.0, *a.prior_weights]:
+            for c in a.csls:
+                name = ("cross" if w == 0 else f"prior {w:g}") + (f" csls {c}" if c else "") + f", k={k}"
+                sim = cross if w == 0 and c == 0 else scores(g, s, pg, ps, w, c)
+                print(precision_report(name, sim, true_col, a.t0))
+                grid.append(threshold_grid(name, sim, true_col, tuple(a.grid)))
+        print("kept / precision by round-1 threshold:\n" + "\n".join(grid))
     print(f"({time.time() - started:.0f} s)")
 
 

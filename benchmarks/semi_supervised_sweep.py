@@ -5,7 +5,7 @@ rounds of the config with the library's own functions (the same ones the workflo
 fused with the run's projection prior when `labels.prior_weight` > 0 and rescaled when `labels.csls_k` > 0, label
 table with the seeded labeled subset, round training with the cold start's pairs and `rounds.fake_share`, test
 recall). With `gt_ratio: 0` it follows
-the workflow's rounds (`rounds.overrides` aside); each other ratio costs the rounds only, not a whole workflow run.
+the workflow's rounds (`rounds.overrides` too); each other ratio costs the rounds only, not a whole workflow run.
 A small ratio (0.1: 120 true pairs on the default world) bounds what first labels of that coverage can bring.
 
     python benchmarks/semi_supervised_sweep.py results/synth-unsupervised --ratios 0 0.01 0.05 0.1 0.2 1.0
@@ -54,21 +54,22 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
     prior = read_prior(run / "prior", g_ids, s_ids) if weight > 0 else None  # rows in the caches' order
     out = []
     for n in range(1, rounds["count"] + 1):
+        r = dict(rounds, **rounds.get("overrides", {}).get(str(n), {}))  # as the workflow's round_settings
         model.eval()
         k = labels_cfg.get("symmetries", 1)  # as the workflow's train embeddings
         g = embed_images(model, ground, "ground", 256, device, symmetries=k)
         s = embed_images(model, sats, "satellite", 256, device, symmetries=k)
         m = exact_matches(g, s, labels_cfg.get("chunk", 4096), prior, weight,  # as the pseudo_label rule
                           int(labels_cfg.get("csls_k") or 0))
-        table = build_label_table(list(g_ids), list(s_ids), m, margin_threshold(n, rounds["t0"], rounds["count"]),
+        table = build_label_table(list(g_ids), list(s_ids), m, margin_threshold(n, r["t0"], rounds["count"]),
                                   labeled if len(labeled) else None)
-        rc = dict(ckpt["config"], optim=dict(ckpt["config"]["optim"], lr=rounds["lr"]),
-                  stage={"epochs": rounds["epochs"], "smoothing": rounds["smoothing"], "lr": rounds["lr"],
-                         "labeled_ratio": rounds["labeled_ratio"], "rounds": rounds["count"],
-                         "fake_share": rounds.get("fake_share")})
+        rc = dict(ckpt["config"], optim=dict(ckpt["config"]["optim"], lr=r["lr"]),
+                  stage={"epochs": r["epochs"], "smoothing": r["smoothing"], "lr": r["lr"],
+                         "labeled_ratio": r["labeled_ratio"], "rounds": rounds["count"],
+                         "fake_share": r.get("fake_share")})
         stage = round_stage(model, ground, sats, g_ids, s_ids, table[["ground_id", "satellite_id", "kept", "source"]],
                             rc, device, n, fake)
-        for e in range(rounds["epochs"]):
+        for e in range(r["epochs"]):
             run_epoch(model, optimizer, stage, rc, e)
         model.eval()
         ranks = retrieval_ranks(embed_images(model, queries, "ground", 256, device),

@@ -41,13 +41,16 @@ from cvgl.train import build_model, load_checkpoint
 TOP = (60, 120, 240)
 
 
+def mutual_margins(sim: np.ndarray, true_col: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per ground: is its top-1 mutual, its top-1/top-2 margin, is its top-1 its true tile."""
+    top1 = sim.argmax(1)
+    ordered = np.sort(sim, axis=1)
+    return sim.argmax(0)[top1] == np.arange(len(sim)), ordered[:, -1] - ordered[:, -2], top1 == true_col
+
+
 def precision_report(name: str, sim: np.ndarray, true_col: np.ndarray, t0: float | None) -> str:
     """One line: train R@1, mutual pairs, precision of the top-k mutual pairs by margin, kept at t0."""
-    top1, reverse = sim.argmax(1), sim.argmax(0)
-    mutual = reverse[top1] == np.arange(len(sim))
-    ordered = np.sort(sim, axis=1)
-    margin = ordered[:, -1] - ordered[:, -2]
-    correct = top1 == true_col
+    mutual, margin, correct = mutual_margins(sim, true_col)
     by_margin = np.argsort(-np.where(mutual, margin, -np.inf), kind="stable")
     parts = [f"{name:30s} R@1 {100 * correct.mean():5.1f}",
              f"mutual {mutual.sum():5d} ({100 * correct[mutual].mean():4.1f}%)"]
@@ -76,11 +79,7 @@ def scores(g: np.ndarray, s: np.ndarray, pg: np.ndarray, ps: np.ndarray, w: floa
 
 def threshold_grid(name: str, sim: np.ndarray, true_col: np.ndarray, thresholds: tuple[float, ...]) -> str:
     """Kept mutual pairs and their precision at each round-1 margin threshold."""
-    top1 = sim.argmax(1)
-    mutual = sim.argmax(0)[top1] == np.arange(len(sim))
-    ordered = np.sort(sim, axis=1)
-    margin = ordered[:, -1] - ordered[:, -2]
-    correct = top1 == true_col
+    mutual, margin, correct = mutual_margins(sim, true_col)
     cells = []
     for t in thresholds:
         kept = mutual & (margin >= t)

@@ -13,7 +13,7 @@ Similarities:
 * prior w: what `labels.prior_weight: w` fuses (cvgl/prior.py): row-standardised cross similarity plus w x the
   row-standardised pixel similarity of each raw projection to every tile on the centre disc the satellite
   encoder sees, in cosine units (so the margin threshold `--t0` applies as in the workflow).
-* csls K: any of the above rescaled against hubs as `labels.csls_k: K` does (`cvgl.labels.csls_blocks`).
+* csls K: any of the above rescaled against hubs as `labels.csls_k: K` does (`cvgl.prior.score_blocks`).
 
 Under the lines of each k, a grid gives the kept pairs and their precision at several round-1 thresholds.
 
@@ -31,11 +31,9 @@ import torch
 
 from cvgl.data.manifest import read_truth
 from cvgl.embed import embed_images
-from cvgl.index import similarity_blocks
 from cvgl.io import load_images, read_image_cache, read_parquet
-from cvgl.labels import csls_blocks
 from cvgl.pipeline import load_translated
-from cvgl.prior import fused_similarity_blocks, pixel_descriptors
+from cvgl.prior import pixel_descriptors, score_blocks
 from cvgl.train import build_model, load_checkpoint
 
 TOP = (60, 120, 240)
@@ -71,10 +69,7 @@ def prior_descriptors(run: Path, ground_ids: np.ndarray, tiles: np.ndarray, radi
 
 def scores(g: np.ndarray, s: np.ndarray, pg: np.ndarray, ps: np.ndarray, w: float, csls_k: int) -> np.ndarray:
     """The dense score matrix the pseudo_label rule matches on, for `labels.prior_weight` w and `labels.csls_k`."""
-    def blocks():
-        return fused_similarity_blocks(g, s, pg, ps, w, 4096) if w > 0 else similarity_blocks(g, s, 4096)
-    rescaled = csls_blocks(blocks, len(g), len(s), csls_k) if csls_k > 0 else blocks()
-    return np.concatenate([b.numpy() for _, b in rescaled])
+    return np.concatenate([b.numpy() for _, b in score_blocks(g, s, 4096, (pg, ps), w, csls_k)])
 
 
 def threshold_grid(name: str, sim: np.ndarray, true_col: np.ndarray, thresholds: tuple[float, ...]) -> str:

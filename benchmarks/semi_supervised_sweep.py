@@ -4,8 +4,8 @@ The cold start does not depend on `gt_ratio`, so every ratio starts from the sam
 rounds of the config with the library's own functions (the same ones the workflow's rules call: mutual matching,
 fused with the run's projection prior when `labels.prior_weight` > 0 and rescaled when `labels.csls_k` > 0, label
 table with the seeded labeled subset, round training with the cold start's pairs and `rounds.fake_share`, test
-recall). With `gt_ratio: 0` it follows
-the workflow's rounds (`rounds.overrides` too); each other ratio costs the rounds only, not a whole workflow run.
+recall). With `gt_ratio: 0` it follows the workflow's rounds (`rounds.overrides` too); each other ratio costs the
+rounds only, not a whole workflow run.
 A small ratio (0.1: 120 true pairs on the default world) bounds what first labels of that coverage can bring.
 
     python benchmarks/semi_supervised_sweep.py results/synth-unsupervised --ratios 0 0.01 0.05 0.1 0.2 1.0

@@ -102,13 +102,14 @@ def fused_similarity_blocks(ground: np.ndarray, satellite: np.ndarray, prior_gro
         yield start, fused.mul_(sigma / (1.0 + weight))
 
 
-def exact_matches(ground: np.ndarray, satellite: np.ndarray, chunk: int,
-                  prior: tuple[np.ndarray, np.ndarray] | None = None, weight: float = 0.0,
-                  csls_k: int = 0) -> Matches:
-    """Exact mutual matches of the train embeddings (blocked either way: memory O(chunk x M)).
+def score_blocks(ground: np.ndarray, satellite: np.ndarray, chunk: int,
+                 prior: tuple[np.ndarray, np.ndarray] | None = None, weight: float = 0.0,
+                 csls_k: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+    """The pseudo-label scores of every ground against every satellite, as consecutive blocks of ground rows.
 
-    Scores are fused with the projection prior's `(ground, satellite)` descriptors when `weight` > 0, and
-    rescaled by CSLS over each row's and column's `csls_k` best scores when `csls_k` > 0 (`csls_blocks`).
+    The network similarities, fused with the projection prior's `(ground, satellite)` descriptors when
+    `weight` > 0, rescaled by CSLS over each row's and column's `csls_k` best scores when `csls_k` > 0
+    (`csls_blocks`); memory O(chunk x M) either way.
     """
     ground, satellite = check_pair(ground, satellite)
     if weight > 0:
@@ -120,5 +121,12 @@ def exact_matches(ground: np.ndarray, satellite: np.ndarray, chunk: int,
     else:
         def blocks() -> Iterator[tuple[int, torch.Tensor]]:
             return similarity_blocks(ground, satellite, chunk)
-    scores = csls_blocks(blocks, len(ground), len(satellite), csls_k) if csls_k > 0 else blocks()
-    return matches_from_blocks(scores, len(ground), len(satellite))
+    return csls_blocks(blocks, len(ground), len(satellite), csls_k) if csls_k > 0 else blocks()
+
+
+def exact_matches(ground: np.ndarray, satellite: np.ndarray, chunk: int,
+                  prior: tuple[np.ndarray, np.ndarray] | None = None, weight: float = 0.0,
+                  csls_k: int = 0) -> Matches:
+    """Exact mutual matches of the train embeddings on their pseudo-label scores (`score_blocks`)."""
+    return matches_from_blocks(score_blocks(ground, satellite, chunk, prior, weight, csls_k), len(ground),
+                               len(satellite))

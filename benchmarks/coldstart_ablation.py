@@ -9,10 +9,10 @@ Each row is one Snakemake run that stops after the first pseudo labels (`round-0
     (d) without cross-view   coldstart.cross.epochs: 0   (round 0 = the intra-view model)
     (e) full cold start      the base config
 
-Every row labels as the paper does (`labels.prior_weight: 0`, see `--set`). All rows read one rendered world
-(a finished run's `dataset/`, through the CVUSA adapter) so they differ only in the switch. Prints the
-paper-shaped table: cold-start R@1, first-round pseudo labels kept, and how many are correct, with each row's
-wall time.
+Every row labels as the paper does (`labels.prior_weight: 0`, `labels.csls_k: 0`, see `--set`). All rows read
+one rendered world (a finished run's `dataset/`, through the CVUSA adapter) so they differ only in the switch.
+Prints the paper-shaped table: cold-start R@1, first-round pseudo labels kept, and how many are correct, with
+each row's wall time.
 
     python benchmarks/coldstart_ablation.py --world results/synth-unsupervised/dataset [--cores 2]
         [--configfile config.yaml] [--set 'translate: {method: cyclegan}']
@@ -68,8 +68,8 @@ def main() -> None:
     ap.add_argument("--configfile", type=Path, nargs="+", default=[REPO / "config.yaml"])
     # The paper's labelling (no projection prior): the rows then differ in the cold start alone, and row (a),
     # which has no projections, can run at all.
-    ap.add_argument("--set", default="labels: {prior_weight: 0.0}",
-                    help="YAML lines added to every row (default: the paper's labels, without the projection prior)")
+    ap.add_argument("--set", default="labels: {prior_weight: 0.0, csls_k: 0}",
+                    help="YAML lines added to every row (default: the paper's labels: no projection prior, no CSLS)")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--rows", nargs="*", default=list(ROWS), help="subset of the row names")
     a = ap.parse_args()

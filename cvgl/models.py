@@ -106,19 +106,28 @@ class CrossViewModel(nn.Module):
         super().__init__()
         common = dict(backbone=cfg["backbone"], head=cfg["head"], dim=cfg.get("dim"),
                       weights=cfg.get("weights"), drop_path=cfg.get("drop_path", 0.0))
+        size = tuple(cfg["satellite_size"])
+        radius = cfg.get("satellite_mask_radius")
+        mask = centre_disc(size, radius) if radius else torch.ones(size)
+        self.satellite_box = None
+        if cfg.get("satellite_crop", False):
+            if not radius:
+                raise ValueError("model.satellite_crop needs model.satellite_mask_radius (the disc to crop to)")
+            self.satellite_box = mask_box(mask)
+            mask = mask[self.satellite_box]
         self.ground = Encoder(input_hw=tuple(cfg["ground_size"]), **common)
         self.satellite = self.ground if cfg.get("shared", False) else Encoder(
-            input_hw=tuple(cfg["satellite_size"]), **common)
+            input_hw=tuple(mask.shape), **common)
         if self.ground.dim != self.satellite.dim:
             raise ValueError("model: ground and satellite embeddings differ in size; set model.dim")
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        radius = cfg.get("satellite_mask_radius")
-        mask = centre_disc(tuple(cfg["satellite_size"]), radius) if radius else torch.ones(1)
         self.register_buffer("satellite_mask", mask.view(1, 1, *mask.shape), persistent=False)
 
     def encode(self, images: torch.Tensor, view: str) -> torch.Tensor:
         if view == "ground":
             return self.ground(images)
+        if self.satellite_box is not None:
+            images = images[(..., *self.satellite_box)]
         return self.satellite(images * self.satellite_mask)
 
     def forward(self, ground: torch.Tensor, satellite: torch.Tensor
@@ -140,6 +149,16 @@ def centre_disc(size_hw: tuple[int, int], radius: float) -> torch.Tensor:
     h, w = size_hw
     ys, xs = torch.meshgrid(torch.arange(h) + 0.5 - h / 2, torch.arange(w) + 0.5 - w / 2, indexing="ij")
     return ((ys**2 + xs**2).sqrt() <= radius * min(h, w) / 2).float()
+
+
+def mask_box(mask: torch.Tensor) -> tuple[slice, slice]:
+    """The rows and columns of the smallest box holding every nonzero pixel of a (H, W) mask.
+
+    Cropping satellite inputs to it (`model.satellite_crop`) keeps every pixel the disc lets through and drops
+    the zeros around it: the same information for (2 x radius)^2 of the encoder's compute.
+    """
+    rows, cols = mask.any(dim=1).nonzero().flatten(), mask.any(dim=0).nonzero().flatten()
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -109,6 +109,8 @@ class CrossViewModel(nn.Module):
         size = tuple(cfg["satellite_size"])
         radius = cfg.get("satellite_mask_radius")
         mask = centre_disc(size, radius) if radius else torch.ones(size)
+        if not mask.any():
+            raise ValueError(f"model.satellite_mask_radius {radius}: the disc holds no pixel of a {size} tile")
         self.satellite_box = None
         if cfg.get("satellite_crop", False):
             if not radius:

@@ -35,6 +35,8 @@ def test_cropped_satellite_encoder_sees_exactly_the_disc() -> None:
     torch.testing.assert_close(emb, direct)  # the encoder runs on the 32 x 32 crop
 
 
-def test_crop_without_a_mask_is_an_error_naming_the_keys() -> None:
+def test_crop_without_a_mask_or_an_empty_disc_is_an_error_naming_the_key() -> None:
     with pytest.raises(ValueError, match="model.satellite_crop needs model.satellite_mask_radius"):
         CrossViewModel({**MODEL, "satellite_mask_radius": None, "satellite_crop": True})
+    with pytest.raises(ValueError, match="model.satellite_mask_radius 0.01: the disc holds no pixel"):
+        CrossViewModel({**MODEL, "satellite_mask_radius": 0.01})

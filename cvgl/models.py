@@ -71,7 +71,12 @@ class Encoder(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         with torch.no_grad():
-            fmap = self.backbone.forward_features(torch.zeros(1, 3, *input_hw))
+            try:
+                fmap = self.backbone.forward_features(torch.zeros(1, 3, *input_hw))
+            except RuntimeError as err:  # e.g. a kernel larger than the last feature map
+                raise ValueError(f"model.backbone {backbone}: a {input_hw[0]}x{input_hw[1]} input is too small for "
+                                 f"it (model.ground_size / satellite_size, after model.satellite_crop): {err}"
+                                 ) from None
         if fmap.ndim != 4:
             raise ValueError(f"model.backbone {backbone}: expected a convolutional feature map (B,C,H,W), "
                              f"got shape {tuple(fmap.shape)}; choose a CNN backbone")

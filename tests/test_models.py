@@ -40,3 +40,5 @@ def test_crop_without_a_mask_or_an_empty_disc_is_an_error_naming_the_key() -> No
         CrossViewModel({**MODEL, "satellite_mask_radius": None, "satellite_crop": True})
     with pytest.raises(ValueError, match="model.satellite_mask_radius 0.01: the disc holds no pixel"):
         CrossViewModel({**MODEL, "satellite_mask_radius": 0.01})
+    with pytest.raises(ValueError, match="a 16x16 input is too small"):  # a 32 px tile cropped to its disc
+        CrossViewModel({**MODEL, "satellite_size": [32, 32], "satellite_crop": True})

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 import yaml
 
+from cvgl.config import round_settings
 from cvgl.data.manifest import read_images, read_truth, select_labeled
 from cvgl.embed import embed_images
 from cvgl.io import read_image_cache
@@ -54,7 +55,7 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
     prior = read_prior(run / "prior", g_ids, s_ids) if weight > 0 else None  # rows in the caches' order
     out = []
     for n in range(1, rounds["count"] + 1):
-        r = dict(rounds, **rounds.get("overrides", {}).get(str(n), {}))  # as the workflow's round_settings
+        r = round_settings(rounds, n)  # as the workflow's rules
         model.eval()
         k = labels_cfg.get("symmetries", 1)  # as the workflow's train embeddings
         g = embed_images(model, ground, "ground", 256, device, symmetries=k)

@@ -78,3 +78,17 @@ def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
     if errors:
         raise ConfigError(f"invalid config ({len(errors)} problem{'s' * (len(errors) > 1)}; "
                           f"schema: {schema_path}):\n  " + "\n  ".join(errors))
+
+
+#: `rounds` keys that describe the schedule as a whole, not one round's training.
+_SCHEDULE_KEYS = ("overrides", "count", "keep_fake_pairs")
+
+
+def round_settings(rounds: dict[str, Any], n: int) -> dict[str, Any]:
+    """Round ``n``'s settings: the `rounds` section with `rounds.overrides["n"]` applied (only round n sees it),
+    schedule-wide keys dropped and the round count as ``rounds``. The workflow's rules and the sweep benchmark
+    both read a round's settings here, so they cannot drift apart."""
+    settings = {k: v for k, v in rounds.items() if k not in _SCHEDULE_KEYS}
+    settings.update((rounds.get("overrides") or {}).get(str(int(n)), {}))
+    settings["rounds"] = rounds["count"]
+    return settings

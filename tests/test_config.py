@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cvgl.config import config_errors, load_schema
+from cvgl.config import config_errors, load_schema, round_settings
 from cvgl.data.synth import SynthConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,3 +115,14 @@ def test_every_object_in_the_schema_rejects_unknown_keys() -> None:
 
 def test_the_schema_lists_exactly_the_synthetic_worlds_knobs() -> None:
     assert set(SCHEMA["properties"]["synth"]["properties"]) == {f.name for f in dataclasses.fields(SynthConfig)}
+
+
+def test_a_round_override_reaches_only_its_round_and_leaves_the_config_untouched() -> None:
+    rounds = {"count": 3, "epochs": 4, "lr": 1e-4, "t0": 0.05, "keep_fake_pairs": True,
+              "overrides": {"2": {"epochs": 7, "t0": 0.08}}}
+    before = copy.deepcopy(rounds)
+    first, second, third = (round_settings(rounds, n) for n in (1, "2", 3))
+    assert first == third == {"epochs": 4, "lr": 1e-4, "t0": 0.05, "rounds": 3}
+    assert second == {"epochs": 7, "lr": 1e-4, "t0": 0.08, "rounds": 3}
+    assert rounds == before
+    assert round_settings({"count": 1, "epochs": 2, "overrides": None}, 1) == {"epochs": 2, "rounds": 1}

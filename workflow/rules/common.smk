@@ -6,6 +6,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from cvgl.config import round_settings as cvgl_round_settings
+
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
 ROUNDS = config["rounds"]["count"]
@@ -92,12 +94,8 @@ def train_config(stage, **extra):
 
 
 def round_settings(n):
-    """Round n's settings: `rounds` with `rounds.overrides[n]` applied (only round n sees an override)."""
-    n = int(n)
-    base = {k: v for k, v in config["rounds"].items() if k not in ("overrides", "count", "keep_fake_pairs")}
-    base.update(config["rounds"].get("overrides", {}).get(str(n), {}))
-    base["rounds"] = ROUNDS
-    return base
+    """Round n's settings (`cvgl.config.round_settings`: `rounds` with `rounds.overrides[n]` applied)."""
+    return cvgl_round_settings(config["rounds"], n)
 
 
 def previous_round(wildcards):

@@ -1,0 +1,24 @@
+"""Running the workflow's Snakefile on the tiny test config (tests/tiny.yaml) from a test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Snakemake in `workdir` with config.yaml and tests/tiny.yaml, then `args`; output captured."""
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
+           "--configfile", str(REPO / "config.yaml"), str(REPO / "tests" / "tiny.yaml"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def run_ok(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`snakemake(workdir, *args)`, failing the test with the end of its output unless it succeeded."""
+    proc = snakemake(workdir, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc

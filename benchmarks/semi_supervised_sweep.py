@@ -64,10 +64,7 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
                           int(labels_cfg.get("csls_k") or 0))
         table = build_label_table(list(g_ids), list(s_ids), m, margin_threshold(n, r["t0"], rounds["count"]),
                                   labeled if len(labeled) else None)
-        rc = dict(ckpt["config"], optim=dict(ckpt["config"]["optim"], lr=r["lr"]),
-                  stage={"epochs": r["epochs"], "smoothing": r["smoothing"], "lr": r["lr"],
-                         "labeled_ratio": r["labeled_ratio"], "rounds": rounds["count"],
-                         "fake_share": r.get("fake_share")})
+        rc = dict(ckpt["config"], optim=dict(ckpt["config"]["optim"], lr=r["lr"]), stage=r)  # as train_round
         stage = round_stage(model, ground, sats, g_ids, s_ids, table[["ground_id", "satellite_id", "kept", "source"]],
                             rc, device, n, fake)
         for e in range(r["epochs"]):

@@ -1,19 +1,23 @@
 # cvgl: unsupervised cross-view geo-localization (UCVGL, CVPR 2024) as a Snakemake workflow.
 # This file is a table of contents; the rules live in workflow/rules/, the work in `cvgl <stage>`.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from cvgl.config import check_config
-from cvgl.defaults import with_paper_defaults
+from cvgl.config import resolve_config
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the demo: it is the config only when no --configfile is given. A real-data run names its
+# dataset's file (configs/cvusa.yaml, ...) and starts from the schema's defaults, which are the paper's.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
-check_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")  # one line per bad key path
-validate(config, schema="workflow/schemas/config.schema.yaml", set_default=True)
-config.update(with_paper_defaults(config))  # null t0 / fov_deg / band: the paper's value for the dataset
+# Schema (one line per bad key path), defaults, the paper's per-dataset values and every cross-key rule, before
+# any rule exists (cvgl.config).
+config.update(resolve_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml",
+                             workflow.configfiles, f"{workflow.basedir}/config.yaml"))
 
 
 report: "workflow/report/workflow.rst"

@@ -34,7 +34,7 @@ from cvgl.embed import embed_images
 from cvgl.io import load_images, read_image_cache, read_parquet
 from cvgl.pipeline import load_translated
 from cvgl.prior import pixel_descriptors, score_blocks
-from cvgl.train import build_model, load_checkpoint
+from cvgl.train import model_from_checkpoint
 
 TOP = (60, 120, 240)
 
@@ -98,10 +98,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     started = time.time()
     model_path = a.model or a.run / "round-0/model.pt"
-    ckpt = load_checkpoint(model_path)
+    model, ckpt = model_from_checkpoint(model_path, torch.device("cpu"))
     cfg = ckpt["config"]
-    model, _ = build_model({**cfg, "model": {**cfg["model"], "weights": None}}, None, torch.device("cpu"))
-    model.load_state_dict(ckpt["model"])
     g_ids, ground = read_image_cache(a.run / "cache/train-ground.npy", mmap=False)
     s_ids, tiles = read_image_cache(a.run / "cache/train-satellite.npy", mmap=False)
     fake = load_translated(a.run / "translated", g_ids, tuple(cfg["model"]["satellite_size"]), a.threads)

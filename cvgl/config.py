@@ -1,13 +1,16 @@
-"""Config checking against `workflow/schemas/config.schema.yaml`, with errors that name the key's path.
+"""The one place a config is checked and resolved: schema, defaults, the paper's per-dataset values, and every
+rule that ties two keys together.
 
 jsonschema's own messages point at the enclosing object and print the whole schema; here each problem is one
 line such as `rounds.gt_ratio: 1.5 is greater than the maximum of 1` or `rounds.tresh: unknown key (allowed
-here: count, epochs, ...)`, so a typo in a long config is found at once. The Snakefile calls `check_config`
-before anything else (and before Snakemake fills in the schema's defaults).
+here: count, epochs, ...)`, so a typo in a long config is found at once. The Snakefile calls `resolve_config`
+before any rule exists; each `cvgl` stage checks its own slice again (`check_model`, `check_labels`), so a
+combination of individually valid keys fails in seconds, never inside a job after hours of upstream work.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 from collections.abc import Iterable
 from pathlib import Path
@@ -78,6 +81,122 @@ def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
     if errors:
         raise ConfigError(f"invalid config ({len(errors)} problem{'s' * (len(errors) > 1)}; "
                           f"schema: {schema_path}):\n  " + "\n  ".join(errors))
+
+
+def fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `config` with every missing key that has a schema default filled in, at every depth (an
+    object that is itself a default gets its own keys' defaults). The schema states each default once."""
+    out = copy.deepcopy(config)
+    _fill(out, schema, schema)
+    return out
+
+
+def _fill(instance: Any, node: dict[str, Any], root: dict[str, Any]) -> None:
+    node = _dereference(node, root)
+    if not isinstance(instance, dict):
+        return
+    for key, sub in node.get("properties", {}).items():
+        sub = _dereference(sub, root)
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill(instance[key], sub, root)
+
+
+def _dereference(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """The schema node a local `$ref` ("#/$defs/stage") points at, or `node` itself."""
+    ref = node.get("$ref")
+    if not ref:
+        return node
+    for part in ref.removeprefix("#/").split("/"):
+        root = root[part]
+    return root
+
+
+def resolve_config(config: dict[str, Any], schema_path: str | Path, configfiles: Iterable[str | Path] = (),
+                   demo_config: str | Path | None = None) -> dict[str, Any]:
+    """The config every rule and stage sees: checked against the schema, its defaults filled in, null
+    per-dataset keys set to the paper's value (`cvgl.defaults`), then every cross-key rule checked.
+
+    `configfiles` are the files the config was merged from and `demo_config` the demo's `config.yaml`: the
+    demo's settings (tuned on the synthetic world) may not sit under a real dataset's. Raises ConfigError
+    listing every problem, one key path per line."""
+    from cvgl.defaults import with_paper_defaults
+
+    check_config(config, schema_path)
+    resolved = with_paper_defaults(fill_defaults(config, load_schema(schema_path)))
+    errors = demo_mix_errors(resolved, configfiles, demo_config) + cross_key_errors(resolved)
+    if errors:
+        raise ConfigError(f"invalid config ({len(errors)} problem{'s' * (len(errors) > 1)}):\n  "
+                          + "\n  ".join(errors))
+    return resolved
+
+
+def demo_mix_errors(config: dict[str, Any], configfiles: Iterable[str | Path], demo_config: str | Path | None
+                    ) -> list[str]:
+    """The demo config merged under a real dataset: its small sizes and the settings chosen on the synthetic
+    world's truth would silently replace the paper's."""
+    if demo_config is None or config["dataset"]["name"] == "synth":
+        return []
+    demo = Path(demo_config).resolve()
+    if not any(Path(f).resolve() == demo for f in configfiles):
+        return []
+    name = config["dataset"]["name"]
+    return [f"dataset.name: {name} is real data, but {demo.name} (the demo: the synthetic world, CPU sizes, "
+            "settings tuned on its truth) is among the config files; start from the paper's settings instead: "
+            f"--configfile configs/{name}.yaml (plus your own file)"]
+
+
+def cross_key_errors(config: dict[str, Any]) -> list[str]:
+    """Every rule between keys of a resolved config that a job would otherwise find out (empty = none)."""
+    errors = dataset_errors(config["dataset"])
+    for check, section in ((check_model, "model"), (check_labels, "labels")):
+        try:
+            check(config[section], config)
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            errors.append(str(err))
+    return errors
+
+
+def dataset_errors(dataset: dict[str, Any]) -> list[str]:
+    if dataset["name"] == "synth":
+        return []
+    root = dataset.get("root")
+    if not root:
+        return [f"dataset.root: required for dataset.name={dataset['name']!r} (e.g. --config "
+                "dataset='{root: /path/to/data}')"]
+    if not Path(root).is_dir():
+        return [f"dataset.root: {root} is not a directory"]
+    return []
+
+
+def check_model(model: dict[str, Any], config: dict[str, Any] | None = None) -> None:
+    """The `model` slice builds: a timm backbone (and tag) that exists, inputs it can take, a weights file
+    that exists, and pretrained weights that can be found (`cvgl.models.check_backbone`, `cvgl.weights`)."""
+    from cvgl.models import check_backbone
+    from cvgl.weights import hub_offline, hub_weights_cached, missing_weights_message
+
+    weights = model.get("weights")
+    if weights and not Path(weights).is_file():
+        raise FileNotFoundError(f"model.weights: {weights} does not exist (or is not a file)")
+    check_backbone(model)
+    if model.get("pretrained") and not weights and hub_offline() and not hub_weights_cached(model["backbone"]):
+        raise RuntimeError(missing_weights_message(model["backbone"]))
+
+
+#: Label scores that only the exact, blocked matching computes.
+EXACT_ONLY = ("prior_weight", "csls_k")
+
+
+def check_labels(labels: dict[str, Any], config: dict[str, Any] | None = None) -> None:
+    """The `labels` slice: the prior needs projections; the prior and CSLS need exact (Flat) scores."""
+    if config is not None and labels.get("prior_weight", 0) > 0 and not config["coldstart"].get("projection", True):
+        raise ValueError("labels.prior_weight: > 0 compares projections with tiles, but coldstart.projection "
+                         "is false (no projection job runs); set labels.prior_weight: 0")
+    for key in EXACT_ONLY:
+        if labels.get(key, 0) > 0 and labels.get("index", "Flat") != "Flat":
+            raise ValueError(f"labels.{key}: > 0 needs exact scores, but labels.index is {labels['index']!r}; "
+                             f"use Flat or set labels.{key}: 0")
 
 
 #: `rounds` keys that describe the schedule as a whole, not one round's training.

@@ -1,8 +1,10 @@
-"""The paper's per-dataset values (method.md §2, §11), filled in where the config leaves a key null.
+"""The paper's per-dataset values, filled in where the config leaves a key null.
 
-`rounds.t0`, `project.fov_deg` and `project.band` default to the value the paper used for the dataset being
-read: CVUSA bands with 175 degrees and t0 0.05, CVACT full panoramas with 170 degrees and t0 0.025, VIGOR full
-panoramas with t0 0.035. The synthetic world counts as the layout it is written in.
+`rounds.t0` and the projection (`project.pano_size`, `size`, `fov_deg`, `band`) default to what the paper used
+for the dataset being read: CVUSA's 224x1232 bands completed to a full panorama and projected to 750 px with
+175 degrees, t0 0.05; CVACT's 832x1664 panoramas to 1200 px with 170 degrees, t0 0.025; VIGOR's 1024x2048
+panoramas to its 640 px tile side with 170 degrees, t0 0.035 (the paper projects no VIGOR panorama; this is
+cvgl's choice, by analogy with CVACT). The synthetic world counts as the layout it is written in.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import copy
 from typing import Any
 
 PAPER = {
-    "cvusa": {"t0": 0.05, "fov_deg": 175.0, "band": True},
-    "cvact": {"t0": 0.025, "fov_deg": 170.0, "band": False},
-    "vigor": {"t0": 0.035, "fov_deg": 170.0, "band": False},
+    "cvusa": {"t0": 0.05, "pano_size": [224, 1232], "size": 750, "fov_deg": 175.0, "band": True},
+    "cvact": {"t0": 0.025, "pano_size": [832, 1664], "size": 1200, "fov_deg": 170.0, "band": False},
+    "vigor": {"t0": 0.035, "pano_size": [1024, 2048], "size": 640, "fov_deg": 170.0, "band": False},
 }
+#: The `project` keys a null stands for the paper's value of.
+PROJECTION_KEYS = ("pano_size", "size", "fov_deg", "band")
 
 
 def dataset_kind(config: dict[str, Any]) -> str:
@@ -24,12 +28,12 @@ def dataset_kind(config: dict[str, Any]) -> str:
 
 
 def with_paper_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `config` with null `rounds.t0`, `project.fov_deg`, `project.band` set to the paper's values."""
+    """A copy of `config` with null `rounds.t0` and `project` keys set to the paper's values for the dataset."""
     out = copy.deepcopy(config)
     paper = PAPER[dataset_kind(out)]
     if out["rounds"].get("t0") is None:
         out["rounds"]["t0"] = paper["t0"]
-    for key in ("fov_deg", "band"):
+    for key in PROJECTION_KEYS:
         if out["project"].get(key) is None:
             out["project"][key] = paper[key]
     return out

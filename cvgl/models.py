@@ -7,6 +7,7 @@ The ground and satellite branches are separate encoders by default (as in UCVGL)
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvgl.weights import create_backbone
+
+#: Normalisation of backbones whose timm config names none.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Buffers that checkpoints written before they were persistent lack (filled from the backbone's config).
+NORMALISATION_KEYS = ("mean", "std")
 
 
 class GeM(nn.Module):
@@ -58,29 +64,18 @@ class Encoder(nn.Module):
     """timm backbone (feature map) -> pooling head -> BatchNorm (+ linear projection) -> L2 normalisation."""
 
     def __init__(self, backbone: str, input_hw: tuple[int, int], head: str = "gem", dim: int | None = None,
-                 weights: str | None = None, drop_path: float = 0.0, safa_maps: int = 8) -> None:
+                 weights: str | None = None, pretrained: bool = False, drop_path: float = 0.0,
+                 safa_maps: int = 8) -> None:
         super().__init__()
-        import timm  # imported here: it costs seconds, and most stages never build a model
-
-        kwargs: dict[str, Any] = {"num_classes": 0, "drop_path_rate": drop_path}
-        if weights:
-            if not Path(weights).exists():
-                raise FileNotFoundError(f"model.weights {weights}: file does not exist")
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
-        self.backbone = timm.create_model(backbone, pretrained=bool(weights), **kwargs)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.backbone = create_backbone(backbone, weights, pretrained, drop_path)
+        # The backbone's own input normalisation (CLIP and DINOv2 weights differ from ImageNet's); persistent,
+        # so every checkpoint records what its encoder was fed.
+        mean, std = backbone_normalisation(self.backbone)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
         with torch.no_grad():
-            try:
-                fmap = self.backbone.forward_features(torch.zeros(1, 3, *input_hw))
-            except RuntimeError as err:  # e.g. a kernel larger than the last feature map
-                raise ValueError(f"model.backbone {backbone}: a {input_hw[0]}x{input_hw[1]} input is too small for "
-                                 f"it (model.ground_size / satellite_size, after model.satellite_crop): {err}"
-                                 ) from None
-        if fmap.ndim != 4:
-            raise ValueError(f"model.backbone {backbone}: expected a convolutional feature map (B,C,H,W), "
-                             f"got shape {tuple(fmap.shape)}; choose a CNN backbone")
-        channels, hw = fmap.shape[1], fmap.shape[2] * fmap.shape[3]
+            fmap = feature_map_shape(self.backbone, backbone, input_hw)
+        channels, hw = fmap[1], fmap[2] * fmap[3]
         if head == "gem":
             self.head, out = GeM(), channels
         elif head == "avg":
@@ -107,21 +102,15 @@ class Encoder(nn.Module):
 class CrossViewModel(nn.Module):
     """Ground and satellite encoders plus the learnable logit scale of the InfoNCE loss."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], load_pretrained: bool = True) -> None:
+        """`cfg` is the `model` config slice; `load_pretrained=False` skips `model.weights`/`model.pretrained`
+        (the caller loads a checkpoint over every weight anyway)."""
         super().__init__()
         common = dict(backbone=cfg["backbone"], head=cfg["head"], dim=cfg.get("dim"),
-                      weights=cfg.get("weights"), drop_path=cfg.get("drop_path", 0.0))
-        size = tuple(cfg["satellite_size"])
-        radius = cfg.get("satellite_mask_radius")
-        mask = centre_disc(size, radius) if radius else torch.ones(size)
-        if not mask.any():
-            raise ValueError(f"model.satellite_mask_radius {radius}: the disc holds no pixel of a {size} tile")
-        self.satellite_box = None
-        if cfg.get("satellite_crop", False):
-            if not radius:
-                raise ValueError("model.satellite_crop needs model.satellite_mask_radius (the disc to crop to)")
-            self.satellite_box = mask_box(mask)
-            mask = mask[self.satellite_box]
+                      weights=cfg.get("weights") if load_pretrained else None,
+                      pretrained=bool(cfg.get("pretrained")) and load_pretrained,
+                      drop_path=cfg.get("drop_path", 0.0))
+        mask, self.satellite_box = satellite_input_mask(cfg)
         self.ground = Encoder(input_hw=tuple(cfg["ground_size"]), **common)
         self.satellite = self.ground if cfg.get("shared", False) else Encoder(
             input_hw=tuple(mask.shape), **common)
@@ -144,6 +133,94 @@ class CrossViewModel(nn.Module):
         The scale goes out through an op (`clone`) so DDP sees every parameter the loss uses in the forward graph.
         """
         return self.encode(ground, "ground"), self.encode(satellite, "satellite"), self.logit_scale.clone()
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load a checkpoint's weights strictly; checkpoints older than the persistent normalisation buffers keep
+    the backbone's (the values those checkpoints were trained with)."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k.rsplit(".", 1)[-1] not in NORMALISATION_KEYS]
+    if missing or unexpected:
+        raise ValueError(f"{source}: its weights do not fit the model its config describes (missing "
+                         f"{missing[:5]}, unexpected {unexpected[:5]})")
+
+
+def backbone_normalisation(backbone: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the backbone's pretrained config (timm.data.resolve_data_config), ImageNet's if none."""
+    from timm.data import resolve_data_config
+
+    data = resolve_data_config({}, model=backbone)
+    return tuple(data.get("mean", IMAGENET_MEAN)), tuple(data.get("std", IMAGENET_STD))
+
+
+def feature_map_shape(backbone: nn.Module, name: str, input_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(1, C, h, w) of the backbone's last feature map for one `input_hw` image; errors name the config keys.
+
+    On a backbone built on the meta device this costs no compute (`check_backbone`)."""
+    device = next(backbone.parameters()).device
+    try:
+        fmap = backbone.forward_features(torch.zeros(1, 3, *input_hw, device=device))
+    except RuntimeError as err:  # e.g. a kernel larger than the last feature map
+        raise ValueError(f"model.backbone {name}: a {input_hw[0]}x{input_hw[1]} input is too small for it "
+                         f"(model.ground_size / satellite_size, after model.satellite_crop): "
+                         f"{str(err).splitlines()[0]}") from None
+    if fmap.ndim != 4:
+        raise ValueError(f"model.backbone {name}: expected a convolutional feature map (B,C,H,W), got shape "
+                         f"{tuple(fmap.shape)}; choose a CNN backbone")
+    return tuple(fmap.shape)  # type: ignore[return-value]
+
+
+def satellite_input_mask(cfg: dict[str, Any]) -> tuple[torch.Tensor, tuple[slice, slice] | None]:
+    """The mask satellite inputs are multiplied by, at the encoder's input size, and the crop box (or None)
+    that cuts that input out of a `model.satellite_size` tile; errors name the keys."""
+    size = tuple(cfg["satellite_size"])
+    radius = cfg.get("satellite_mask_radius")
+    mask = centre_disc(size, radius) if radius else torch.ones(size)
+    if not mask.any():
+        raise ValueError(f"model.satellite_mask_radius {radius}: the disc holds no pixel of a {size} tile")
+    if not cfg.get("satellite_crop", False):
+        return mask, None
+    if not radius:
+        raise ValueError("model.satellite_crop needs model.satellite_mask_radius (the disc to crop to)")
+    box = mask_box(mask)
+    return mask[box], box
+
+
+def encoder_input_sizes(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """The (H, W) each encoder sees: the ground size, and the satellite size after the crop."""
+    mask, _ = satellite_input_mask(cfg)
+    return {"ground": tuple(cfg["ground_size"]), "satellite": tuple(mask.shape)}  # type: ignore[dict-item]
+
+
+def check_backbone(cfg: dict[str, Any]) -> None:
+    """What building the `model` slice would find out in a job, found now: timm knows `model.backbone` (and its
+    pretrained tag where `model.pretrained` asks for one), each encoder input is large enough for it, a shared
+    SAFA encoder sees one feature grid. The backbone is built on the meta device: no weights, no compute."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    name = cfg["backbone"]
+    if not timm.is_model(name):
+        arch = name.split(".")[0]
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+        raise ValueError(f"model.backbone {name!r}: timm has no such model"
+                         + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    try:
+        pretrained_cfg = get_pretrained_cfg(name)
+    except RuntimeError:  # a tag timm does not list for this architecture
+        tags = timm.list_pretrained(name.split(".")[0] + ".*")
+        raise ValueError(f"model.backbone {name!r}: timm has no such pretrained tag (known: "
+                         f"{', '.join(tags) or 'none'})") from None
+    if cfg.get("pretrained") and not cfg.get("weights") and pretrained_cfg is None:
+        raise ValueError(f"model.pretrained: timm has no pretrained weights for {name!r}")
+    sizes = encoder_input_sizes(cfg)
+    with torch.device("meta"):
+        backbone = timm.create_model(name, pretrained=False, num_classes=0)
+        grids = {view: feature_map_shape(backbone, name, hw)[2:] for view, hw in sizes.items()}
+    if cfg.get("shared") and cfg["head"] == "safa" and grids["ground"] != grids["satellite"]:
+        raise ValueError(f"model.shared with model.head safa: one SAFA head needs one feature grid, but the "
+                         f"ground input gives {grids['ground']} and the satellite input {grids['satellite']} "
+                         "(make model.ground_size and the satellite input equal, or use head gem/avg)")
 
 
 def centre_disc(size_hw: tuple[int, int], radius: float) -> torch.Tensor:

@@ -52,6 +52,7 @@ from cvgl.train import (
     fit,
     intra_view_stage,
     load_checkpoint,
+    model_from_checkpoint,
     resolve,
     round_stage,
 )
@@ -243,12 +244,9 @@ def embed_stage(model_path: Path, caches: dict[str, Path], out_dir: Path, batch_
     `symmetries` > 1 averages similarities over that many joint flips/rotations (`cvgl.embed.embed_images`).
     """
     ckpt = load_checkpoint(model_path)
-    # The checkpoint holds every weight: the backbone's pretrained file (model.weights) is not needed again.
-    cfg = dict(ckpt["config"], device=device_name, threads=threads,
-               model={**ckpt["config"]["model"], "weights": None})
-    device = resolve(cfg)
-    model, _ = build_model(cfg, None, device)
-    model.load_state_dict(ckpt["model"])
+    device = resolve(dict(ckpt["config"], device=device_name, threads=threads))
+    # The checkpoint holds every weight: the backbone's pretrained weights are not read again.
+    model, _ = model_from_checkpoint(model_path, device)
     dtype = autocast_dtype(precision, device)
     for view, cache in caches.items():
         ids, images = read_image_cache(cache)

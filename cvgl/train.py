@@ -27,7 +27,7 @@ from cvgl.augment import joint_flip_rotate, photometric, random_affine, to_tenso
 from cvgl.distributed import barrier, encode_global, init_from_env, is_main
 from cvgl.io import Progress, atomic_path
 from cvgl.losses import info_nce
-from cvgl.models import CrossViewModel, autocast_dtype, resolve_device
+from cvgl.models import CrossViewModel, autocast_dtype, load_model_state, resolve_device
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ground rows, satellite rows, labeled mask
 
@@ -97,15 +97,24 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 def build_model(cfg: dict[str, Any], init: str | Path | None, device: torch.device
                 ) -> tuple[CrossViewModel, torch.optim.Optimizer]:
-    """A model and optimiser, from scratch (or timm weights) or continuing from a checkpoint."""
-    model = CrossViewModel(cfg["model"]).to(device)
+    """A model and optimiser: from the backbone's pretrained weights (`model.weights`, `model.pretrained`) or
+    random, or continuing from the checkpoint `init` (then no pretrained weights are read: it holds every one)."""
+    model = CrossViewModel(cfg["model"], load_pretrained=init is None).to(device)
     optimizer = make_optimizer(model, cfg["optim"])
     if init is not None:
         ckpt = load_checkpoint(init, device)
-        model.load_state_dict(ckpt["model"])
+        load_model_state(model, ckpt["model"], init)
         if ckpt.get("optimizer") is not None:
             optimizer.load_state_dict(ckpt["optimizer"])
     return model, optimizer
+
+
+def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[CrossViewModel, dict[str, Any]]:
+    """The model a checkpoint holds, built from the config slice it records, and the checkpoint itself."""
+    ckpt = load_checkpoint(path)
+    model = CrossViewModel(ckpt["config"]["model"], load_pretrained=False).to(device)
+    load_model_state(model, ckpt["model"], path)
+    return model, ckpt
 
 
 def fit(model: CrossViewModel, optimizer: torch.optim.Optimizer, stage: Stage, cfg: dict[str, Any],
@@ -121,7 +130,7 @@ def fit(model: CrossViewModel, optimizer: torch.optim.Optimizer, stage: Stage, c
     if state_path.exists():
         state = load_checkpoint(state_path)
         if state.get("config_digest") == digest:
-            model.load_state_dict(state["model"])
+            load_model_state(model, state["model"], state_path)
             optimizer.load_state_dict(state["optimizer"])
             start, history = state["epoch"], state["history"]
             if is_main():

@@ -19,20 +19,14 @@ from PIL import Image
 from cvgl.data.cvact import build_cvact_manifests
 from cvgl.data.cvusa import build_cvusa_manifests
 from cvgl.data.manifest import Manifests, read_images, read_truth, write_manifests
-from cvgl.data.vigor import CITIES, build_vigor_manifests
-from tests.fixtures import write_cvusa_fixture
-
-RNG = np.random.default_rng(0)
-ALPHABET = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"))
-
-
-def _image(path: Path, hw: tuple[int, int] = (8, 16)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(RNG.integers(0, 256, (*hw, 3), dtype=np.uint8)).save(path)
-
-
-def _pano_id(n: int = 22) -> str:
-    return "".join(RNG.choice(ALPHABET, n))
+from cvgl.data.vigor import build_vigor_manifests
+from tests.fixtures import (
+    random_image,
+    vigor_tile_name,
+    write_cvact_fixture,
+    write_cvusa_fixture,
+    write_vigor_fixture,
+)
 
 
 def _paths(m: Manifests) -> pd.Series:
@@ -52,37 +46,6 @@ def _assert_opaque(m: Manifests) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- CVACT
-
-
-def write_cvact_fixture(root: Path, n_train: int = 6, n_val: int = 3, n_unused: int = 2, cell: bool = False,
-                        test_full: int = 0, test_full_dir: bool = True) -> dict[str, list[str]]:
-    """ACT_data.mat + streetview/ + satview_polish/ (+ ANU_data_test/ and valSetAll when `test_full`)."""
-    n_all = n_train + n_val + n_unused + test_full
-    ids = [_pano_id(22 - (i % 3)) for i in range(n_all)]  # varying length: char-matrix rows get padded
-    order = RNG.permutation(n_all)  # splits index panoIds out of order, as in the release
-    split_ids = {"train": [ids[i] for i in order[:n_train]], "test": [ids[i] for i in order[n_train:n_train + n_val]],
-                 "test_full": [ids[i] for i in order[n_all - test_full:]] if test_full else []}
-    for split, pids in split_ids.items():
-        base = root / "ANU_data_test" if split == "test_full" and test_full_dir else root
-        for pid in pids:
-            _image(base / "streetview" / f"{pid}_grdView.jpg", (8, 16))
-            _image(base / "satview_polish" / f"{pid}_satView_polish.jpg", (8, 8))
-
-    def col(split: str) -> np.ndarray:  # 1-based double column vector, like MATLAB's find()
-        return np.array([ids.index(p) + 1 for p in split_ids[split]], dtype=np.float64).reshape(-1, 1)
-
-    mat: dict = {
-        "panoIds": np.array(ids, dtype=object).reshape(-1, 1) if cell else np.array(ids),
-        # field #1 (the count) is read by no adapter; field #2 is the 1-based index vector
-        "trainSet": {"trainNum": float(n_train), "trainInd": col("train")},
-        "valSet": {"valNum": float(n_val), "valInd": col("test")},
-        "utm": RNG.normal(size=(n_all, 2)) * 1000,
-    }
-    if test_full:
-        mat["valSetAll"] = {"valNum": float(test_full), "valInd": col("test_full")}
-    root.mkdir(parents=True, exist_ok=True)
-    sio.savemat(root / "ACT_data.mat", mat)
-    return split_ids
 
 
 @pytest.mark.parametrize("cell", [False, True])
@@ -188,7 +151,7 @@ def test_cvact_test_full_from_mat_or_folder(tmp_path: Path) -> None:
     mat = sio.loadmat(root / "ACT_data.mat")
     sio.savemat(root / "ACT_data.mat", {k: v for k, v in mat.items() if not k.startswith("__") and k != "valSetAll"})
     orphan = root / "ANU_data_test" / "streetview" / "orphanid_grdView.jpg"
-    _image(orphan)
+    random_image(orphan)
     with pytest.raises(FileNotFoundError, match=r"orphanid_grdView\.jpg: no matching image"):
         build_cvact_manifests(root, gt_ratio=0.0, seed=0, include_test=True)
     m = build_cvact_manifests(root, gt_ratio=0.0, seed=0, include_test=True, strict=False)
@@ -216,45 +179,6 @@ def test_cvact_test_full_may_repeat_val_but_not_train(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- VIGOR
-
-
-def _tile(city_i: int, k: int) -> str:
-    return f"satellite_{40 + city_i}.{k:06d}_-{80 + city_i}.{k:06d}.png"
-
-
-def write_vigor_fixture(root: Path, cities: tuple[str, ...] = CITIES, n_tiles: int = 8,
-                        n_train: dict[str, int] | None = None, n_test: int = 3) -> dict[str, dict[str, list[list]]]:
-    """splits/<City>/{satellite_list, same_area_balanced_*, pano_label_balanced}.txt + <City>/{satellite,panorama}/.
-
-    Each panorama gets a positive and three semi-positives (distinct tiles); tile 0 is the positive of the
-    first two panoramas of each file (a shared tile). Returns city -> split -> rows (13 fields each).
-    """
-    n_train = n_train or {}
-    out: dict[str, dict[str, list[list]]] = {}
-    for ci, city in enumerate(cities):
-        tiles = [_tile(ci, k) for k in range(n_tiles)]
-        for t in tiles:
-            _image(root / city / "satellite" / t, (8, 8))
-        (root / "splits" / city).mkdir(parents=True, exist_ok=True)
-        (root / "splits" / city / "satellite_list.txt").write_text("\n".join(tiles) + "\n")
-        out[city] = {}
-        for split, n in (("train", n_train.get(city, 4)), ("test", n_test)):
-            rows = []
-            for j in range(n):
-                pano = f"{_pano_id()},{40 + ci}.{j:06d},-{80 + ci}.{j:06d},.jpg"
-                _image(root / city / "panorama" / pano, (8, 16))
-                picks = [0 if j < 2 else int(RNG.integers(n_tiles))]
-                picks += [int(t) for t in RNG.permutation([t for t in range(n_tiles) if t != picks[0]])[:3]]
-                row: list = [pano]
-                for t in picks:
-                    row += [tiles[t], round(float(RNG.uniform(-320, 320)), 4), round(float(RNG.uniform(-320, 320)), 4)]
-                rows.append(row)
-            (root / "splits" / city / f"same_area_balanced_{split}.txt").write_text(
-                "".join(" ".join(map(str, r)) + "\n" for r in rows))
-            out[city][split] = rows
-        (root / "splits" / city / "pano_label_balanced.txt").write_text(
-            "".join(" ".join(map(str, r)) + "\n" for s in ("train", "test") for r in out[city][s]))
-    return out
 
 
 def test_vigor_same_area_lists_all_tiles_and_semi_positives(tmp_path: Path) -> None:
@@ -342,7 +266,7 @@ def test_vigor_bad_lines_raise_or_skip(tmp_path: Path) -> None:
     assert set(m.skipped.file) == {"splits/Chicago/same_area_balanced_train.txt"}
     assert ((m.images.split == "train") & (m.images.view == "ground")).sum() == 8 - 2
     # a missing tile file drops the tile and every panorama that needs it; a missing panorama drops itself
-    (root / "Seattle" / "satellite" / _tile(1, 0)).unlink()
+    (root / "Seattle" / "satellite" / vigor_tile_name(1, 0)).unlink()
     pano = (root / "splits" / "Seattle" / "same_area_balanced_test.txt").read_text().split()[0]
     (root / "Seattle" / "panorama" / pano).unlink()
     with pytest.raises(FileNotFoundError, match=r"Seattle/satellite_list\.txt:1: .*does not exist"):

@@ -33,14 +33,8 @@ def as_json(obj):
 
 
 def dataset_root():
-    if config["dataset"]["name"] == "synth":
-        return f"{RESULTS}/dataset"
-    root = config["dataset"].get("root")
-    if not root:
-        raise WorkflowError(f"dataset.root: required for dataset.name={config['dataset']['name']!r}")
-    if not Path(root).is_dir():
-        raise WorkflowError(f"dataset.root: {root} is not a directory")
-    return root
+    """Where the manifest and the caches read images (cvgl.config checked it exists)."""
+    return f"{RESULTS}/dataset" if config["dataset"]["name"] == "synth" else config["dataset"]["root"]
 
 
 def dataset_inputs():
@@ -64,14 +58,10 @@ def dataset_inputs():
 
 
 def model_weights():
-    """The backbone's local weights file as an input of the jobs that build a model from it (none = random init).
-    Checked when the DAG is built, so a wrong path fails at once instead of in the first training job."""
+    """The backbone's local weights file, an input of the jobs that build a model from it (none = hub or random;
+    cvgl.config checked that it exists)."""
     weights = config["model"].get("weights")
-    if not weights:
-        return []
-    if not Path(weights).is_file():
-        raise WorkflowError(f"model.weights: {weights} does not exist (or is not a file)")
-    return [weights]
+    return [weights] if weights else []
 
 
 def gpus(count=1):

@@ -18,15 +18,6 @@ def prior_input(wildcards):
     return [f"{RESULTS}/prior"] if config["labels"]["prior_weight"] > 0 else []
 
 
-if config["labels"]["prior_weight"] > 0 and not config["coldstart"].get("projection", True):
-    raise WorkflowError("labels.prior_weight: > 0 compares projections with tiles, but coldstart.projection "
-                        "is false (no projection job runs); set labels.prior_weight: 0")
-for exact_only in ("prior_weight", "csls_k"):  # scores that only the exact, blocked matching computes
-    if config["labels"][exact_only] > 0 and config["labels"]["index"] != "Flat":
-        raise WorkflowError(f"labels.{exact_only}: > 0 needs exact scores, but labels.index is "
-                            f"{config['labels']['index']!r}; use Flat or set labels.{exact_only}: 0")
-
-
 rule prior:
     input:
         projected=rules.project.output,

@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "resolved-config", "write the config a run resolved to (defaults filled in) as YAML",
          ("--config", CFG), ("--out", P))
     _add(sub, "summary-table", "summary.csv as an HTML table for the report", ("--summary", P), ("--out", P))
+    _add(sub, "fetch-weights", "download timm's pretrained weights of backbones into the Hugging Face cache (run it "
+         "where the machine is online, e.g. a cluster's login node, before jobs that read the cache offline)",
+         ("backbones", {"nargs": "+", "metavar": "BACKBONE",
+                        "help": "timm names with their pretrained tags, e.g. convnext_base.fb_in22k_ft_in1k_384"}))
     labels = sub.add_parser("labels", help="inspect pseudo-label tables")
     lsub = labels.add_subparsers(dest="labels_command", required=True)
     _add(lsub, "show", "counts, margins, precision and the first rows of a label table",
@@ -132,9 +136,24 @@ def apply_threads(a: argparse.Namespace) -> None:
             setattr(a, settings, {**getattr(a, settings), "threads": a.threads})
 
 
+def check_stage_config(a: argparse.Namespace) -> None:
+    """A stage's own config slice, checked as the Snakefile checks the whole config (`cvgl.config`), so a stage
+    called by hand fails in seconds on a bad combination, before it reads any data."""
+    from cvgl.config import check_labels, check_model
+
+    if a.command in ("intra-view", "cross-view", "train-round"):
+        # A stage that starts from a checkpoint reads no pretrained weights.
+        check_model(a.config["model"], pretrained=getattr(a, "init", None) is None)
+    elif a.command == "pseudo-label":
+        check_labels(a.config)
+        if float(a.config.get("prior_weight") or 0) > 0 and a.prior is None:
+            raise ValueError("labels.prior_weight: > 0 needs the projection prior's descriptors (--prior DIR)")
+
+
 def run(a: argparse.Namespace) -> None:
     c = a.command
     apply_threads(a)
+    check_stage_config(a)
     if c == "synth":
         pipeline.synth_stage(a.config, a.out, a.seed, a.threads)
     elif c == "manifest":
@@ -175,6 +194,11 @@ def run(a: argparse.Namespace) -> None:
 
         for path in write_plots(a.summary, a.labels, a.out):
             print(path, file=sys.stderr)
+    elif c == "fetch-weights":
+        from cvgl.weights import fetch_weights
+
+        for name in a.backbones:
+            fetch_weights(name)
     elif c in ("samples", "resolved-config", "summary-table"):
         run_report_stage(a)
     elif c == "labels":

@@ -170,17 +170,19 @@ def dataset_errors(dataset: dict[str, Any]) -> list[str]:
     return []
 
 
-def check_model(model: dict[str, Any], config: dict[str, Any] | None = None) -> None:
-    """The `model` slice builds: a timm backbone (and tag) that exists, inputs it can take, a weights file
-    that exists, and pretrained weights that can be found (`cvgl.models.check_backbone`, `cvgl.weights`)."""
+def check_model(model: dict[str, Any], config: dict[str, Any] | None = None, pretrained: bool = True) -> None:
+    """The `model` slice builds: a timm backbone (and tag) that exists, inputs it can take and, unless
+    `pretrained` is False (a stage that starts from a checkpoint), a weights file that exists or pretrained
+    weights that can be found (`cvgl.models.check_backbone`, `cvgl.weights`)."""
     from cvgl.models import check_backbone
     from cvgl.weights import hub_offline, hub_weights_cached, missing_weights_message
 
-    weights = model.get("weights")
+    weights = model.get("weights") if pretrained else None
     if weights and not Path(weights).is_file():
         raise FileNotFoundError(f"model.weights: {weights} does not exist (or is not a file)")
     check_backbone(model)
-    if model.get("pretrained") and not weights and hub_offline() and not hub_weights_cached(model["backbone"]):
+    if (pretrained and model.get("pretrained") and not weights and hub_offline()
+            and not hub_weights_cached(model["backbone"])):
         raise RuntimeError(missing_weights_message(model["backbone"]))
 
 

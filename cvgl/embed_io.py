@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cvgl.index import as_embedding_matrix
-from cvgl.io import atomic_path
+from cvgl.io import atomic_path, reading
 
 EMBEDDING_COLUMNS = ("image_id", "embedding")
 
@@ -78,9 +78,8 @@ def list_shards(directory: Path, prefix: str | None = None) -> list[Path]:
 
 
 def _read_shard(path: Path) -> tuple[list[str], np.ndarray]:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: embedding shard does not exist")
-    table = pq.read_table(path)
+    with reading(path, "embedding shard"):
+        table = pq.read_table(path)
     for column in EMBEDDING_COLUMNS:
         if column not in table.column_names:
             raise ValueError(f"{path}: missing column '{column}'; found {table.column_names}")

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from cvgl.io import atomic_path, ids_sidecar
+from cvgl.io import atomic_path, ids_sidecar, reading
 
 
 def as_embedding_matrix(x: np.ndarray, name: str) -> np.ndarray:
@@ -93,11 +93,10 @@ def read_index(path: Path) -> tuple[faiss.Index, np.ndarray]:
     """Read an index and its ids (row i = faiss id i); errors name the file that is missing or inconsistent."""
     path = Path(path)
     sidecar = ids_sidecar(path)
-    for p in (path, sidecar):
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: file does not exist")
-    index = faiss.read_index(str(path))
-    table = pq.read_table(sidecar)
+    with reading(path, "FAISS index"):
+        index = faiss.read_index(str(path))
+    with reading(sidecar, "index id table"):
+        table = pq.read_table(sidecar)
     if "image_id" not in table.column_names:
         raise ValueError(f"{sidecar}: missing column 'image_id'; found {table.column_names}")
     ids = np.asarray(table.column("image_id").to_pylist(), dtype=object)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import sys
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +40,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+#: What reading a damaged file raises in numpy, pyarrow, pickle, torch, zipfile, FAISS and json.
+READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError,
+               zipfile.BadZipFile, pa.ArrowException)
+
+
+@contextlib.contextmanager
+def reading(path: str | Path, what: str) -> Iterator[None]:
+    """Turn a library's error while reading `path` into one line naming the file and what it should be
+    (a truncated cache, a corrupt table, a file of another kind), instead of a bare message or a traceback."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: {what} does not exist")
+    try:
+        yield
+    except READ_ERRORS as err:
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ValueError(f"{path}: not a readable {what} ({type(err).__name__}"
+                         f"{': ' + detail if detail else ''})") from None
+
+
 def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
     """Write a table atomically and byte-reproducibly (no pandas index, no varying metadata)."""
     table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
@@ -47,9 +70,8 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
 def read_parquet(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Read a table, naming the file and the missing columns if it is not what the caller expects."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: file does not exist")
-    df = pq.read_table(path).to_pandas()
+    with reading(path, "parquet table"):
+        df = pq.read_table(path).to_pandas()
     if columns is not None:
         missing = [c for c in columns if c not in df.columns]
         if missing:
@@ -60,6 +82,11 @@ def read_parquet(path: str | Path, columns: Sequence[str] | None = None) -> pd.D
 def write_json(obj: object, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    with reading(path, what):
+        return json.loads(Path(path).read_text())
 
 
 def save_image(array: np.ndarray, path: str | Path) -> None:
@@ -114,7 +141,11 @@ def read_image_cache(path: str | Path, mmap: bool = True) -> tuple[np.ndarray, n
     """Return (ids, images) of a cache written by `write_image_cache` (images memory-mapped)."""
     path = Path(path)
     ids = read_parquet(ids_sidecar(path), ["image_id"])["image_id"].to_numpy(dtype=object)
-    images = np.load(path, mmap_mode="r" if mmap else None)
+    with reading(path, "image cache (.npy of uint8 images)"):
+        images = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"{path}: not an image cache: expected (N, H, W, 3) uint8, got {images.shape} "
+                         f"{images.dtype}")
     if len(images) != len(ids):
         raise ValueError(f"{path}: {len(images)} images but {len(ids)} ids in its sidecar")
     return ids, images

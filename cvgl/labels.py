@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cvgl.index import as_embedding_matrix, build_index, similarity_blocks
-from cvgl.io import atomic_path
+from cvgl.io import atomic_path, reading
 
 # The labels.parquet schema (design.md). Writing through a fixed arrow schema keeps the dtypes (float32,
 # nullable bool) and makes the file bytes depend only on the values.
@@ -272,9 +272,8 @@ def write_label_table(df: pd.DataFrame, path: str | Path) -> None:
 def read_label_table(path: str | Path) -> pd.DataFrame:
     """Read a label table, checking its columns; errors name the file and the missing column."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: label table does not exist")
-    table = pq.read_table(path)
+    with reading(path, "label table"):
+        table = pq.read_table(path)
     _missing_column(table.column_names, str(path))
     df = table.select(list(LABEL_COLUMNS)).cast(LABEL_SCHEMA).to_pandas()
     df["correct"] = df["correct"].astype("boolean")

@@ -6,7 +6,6 @@ imports Snakemake, so every stage runs and is tested on its own.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,9 @@ from cvgl.io import (
     atomic_path,
     load_images,
     read_image_cache,
+    read_json,
     read_parquet,
+    reading,
     save_image,
     write_image_cache,
     write_json,
@@ -143,7 +144,8 @@ def translate_stage(projected_dir: Path, satellite_cache: Path, method: str, mod
     sets to its own training size. With `cyclegan`, `<model_out>.state` holds the last finished epoch.
     """
     index = read_parquet(projected_dir / "index.parquet", ["ground_id", "path"])
-    valid = np.load(projected_dir / "valid-mask.npy")
+    with reading(projected_dir / "valid-mask.npy", "projection validity mask"):
+        valid = np.load(projected_dir / "valid-mask.npy", allow_pickle=False)
     size = valid.shape
     translator = make_translator(method, options, model_out)
     for i in range(0, len(index), batch):
@@ -348,7 +350,7 @@ SUMMARY_COLUMNS = ["round", "R@1", "R@5", "R@10", "R@1%", "hit_rate", "labels_ke
 
 def summary_stage(metrics_paths: list[Path], out: Path) -> pd.DataFrame:
     """One row per round: recalls and pseudo-label counts/precision; also printed as a table."""
-    rows = [json.loads(Path(p).read_text()) for p in metrics_paths]
+    rows = [read_json(p, "metrics file") for p in metrics_paths]
     df = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS).sort_values("round").reset_index(drop=True)
     if df["hit_rate"].isna().all():  # only VIGOR-style truth (semi-positives) has a hit rate
         df = df.drop(columns="hit_rate")

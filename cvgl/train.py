@@ -25,7 +25,7 @@ import torch
 
 from cvgl.augment import joint_flip_rotate, photometric, random_affine, to_tensor
 from cvgl.distributed import barrier, encode_global, init_from_env, is_main
-from cvgl.io import Progress, atomic_path
+from cvgl.io import Progress, atomic_path, reading
 from cvgl.losses import info_nce
 from cvgl.models import CrossViewModel, autocast_dtype, load_model_state, resolve_device
 
@@ -80,14 +80,19 @@ class Stage:
     steps_per_epoch: Callable[[int], int]
 
 
+#: What every cvgl checkpoint (and `.state` file) holds.
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "config")
+
+
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A checkpoint written by `save_checkpoint`; a missing, truncated or foreign file is an error naming it."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: checkpoint does not exist")
-    try:
-        return torch.load(path, map_location=device, weights_only=False)
-    except Exception as err:  # a truncated or foreign file
-        raise ValueError(f"{path}: not a readable cvgl checkpoint ({err})") from None
+    with reading(path, "cvgl checkpoint"):
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a cvgl checkpoint (no {', '.join(missing)})")
+    return ckpt
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

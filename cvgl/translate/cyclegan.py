@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cvgl.augment import resize_images
-from cvgl.io import Progress, atomic_path
+from cvgl.io import Progress, atomic_path, reading
 from cvgl.models import resolve_device
 from cvgl.train import resume_settings
 
@@ -222,7 +222,8 @@ def train_cyclegan(projections: np.ndarray, satellites: np.ndarray, cfg: CycleGA
     state_path = out.with_name(out.name + ".state")
     start = 0
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        with reading(state_path, "CycleGAN resume state"):
+            state = torch.load(state_path, map_location=device, weights_only=False)
         if resume_settings(state.get("config") or {}) == resume_settings(asdict(cfg)):
             model.load_state_dict(state["model"])
             opt_g.load_state_dict(state["opt_g"])

@@ -134,7 +134,7 @@ def key_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
     """'' when `state` fits `model` key for key and shape for shape, else what differs, first keys named."""
     own, state = model.state_dict(), without_classifier(model, state)
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    unexpected = sorted(k for k in state if k not in own)
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
               if k in state and state[k].shape != own[k].shape]
     parts = [f"{label}: {len(keys)} ({', '.join(keys[:SHOWN_KEYS])}{', ...' * (len(keys) > SHOWN_KEYS)})"

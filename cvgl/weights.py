@@ -53,11 +53,12 @@ def create_from_hub(name: str, **kwargs: Any) -> nn.Module:
 def missing_weights_message(name: str, err: BaseException | None = None) -> str:
     """The one-line error for pretrained weights that can be neither read from the cache nor downloaded."""
     offline = " (HF_HUB_OFFLINE=1)" if hub_offline() else ""
-    why = f": {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}" if err is not None else ""
+    detail = str(err).strip().splitlines()[0].rstrip(".") if err is not None and str(err).strip() else ""
+    why = f" ({type(err).__name__}: {detail})" if err is not None else ""
     return (f"model.backbone {name}: model.pretrained is true but its weights are not in the Hugging Face cache "
             f"{hub_cache_dir()} and cannot be downloaded here{offline}{why}. Either run `cvgl fetch-weights {name}` "
             "on a machine that is online and shares this HF_HOME, or download the weights file and set "
-            "model.weights: <file> (and model.pretrained: false)")
+            "model.weights: <file>")
 
 
 def hub_offline() -> bool:

@@ -135,7 +135,7 @@ def test_an_uncached_tag_offline_is_one_line_naming_the_tag_and_both_remedies(tm
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert f"model.backbone {TAG}: model.pretrained is true but its weights are not in the Hugging Face cache" in lines[0]
+    assert f"model.backbone {TAG}: model.pretrained is true but its weights are not in the Hugging Face" in lines[0]
     assert "HF_HUB_OFFLINE=1" in lines[0]
     assert f"cvgl fetch-weights {TAG}" in lines[0] and "model.weights: <file>" in lines[0]
 

@@ -6,7 +6,7 @@ import pytest
 
 #: Files of whole-DAG runs (minutes each). Collected first, so that under two pytest-xdist workers
 #: (`--dist loadfile`, pyproject.toml) they start at once and the short files fill in beside them.
-SLOW_FILES = ("test_workflow.py", "test_workflow_layouts.py")
+SLOW_FILES = ("test_workflow.py", "test_workflow_layouts.py", "test_workflow_real_data.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

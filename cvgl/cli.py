@@ -139,9 +139,11 @@ def apply_threads(a: argparse.Namespace) -> None:
 def check_stage_config(a: argparse.Namespace) -> None:
     """A stage's own config slice, checked as the Snakefile checks the whole config (`cvgl.config`), so a stage
     called by hand fails in seconds on a bad combination, before it reads any data."""
-    from cvgl.config import check_labels, check_model
+    from cvgl.config import check_labels, check_model, check_translate
 
-    if a.command in ("intra-view", "cross-view", "train-round"):
+    if a.command == "translate":
+        check_translate({"method": a.method, "cyclegan": {k: v for k, v in a.options.items() if k != "threads"}})
+    elif a.command in ("intra-view", "cross-view", "train-round"):
         # A stage that starts from a checkpoint reads no pretrained weights.
         check_model(a.config["model"], pretrained=getattr(a, "init", None) is None)
     elif a.command == "pseudo-label":

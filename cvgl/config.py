@@ -150,7 +150,8 @@ def demo_mix_errors(config: dict[str, Any], configfiles: Iterable[str | Path], d
 def cross_key_errors(config: dict[str, Any]) -> list[str]:
     """Every rule between keys of a resolved config that a job would otherwise find out (empty = none)."""
     errors = dataset_errors(config["dataset"])
-    for check, section in ((check_model, "model"), (check_labels, "labels")):
+    errors += round_override_errors(config["rounds"])
+    for check, section in ((check_model, "model"), (check_labels, "labels"), (check_translate, "translate")):
         try:
             check(config[section], config)
         except (ValueError, FileNotFoundError, RuntimeError) as err:
@@ -199,6 +200,46 @@ def check_labels(labels: dict[str, Any], config: dict[str, Any] | None = None) -
         if labels.get(key, 0) > 0 and labels.get("index", "Flat") != "Flat":
             raise ValueError(f"labels.{key}: > 0 needs exact scores, but labels.index is {labels['index']!r}; "
                              f"use Flat or set labels.{key}: 0")
+    check_index_strings(labels.get("index", "Flat"), labels.get("search"))
+
+
+def check_index_strings(factory: str, search: str | None) -> None:
+    """`labels.index` is a FAISS factory string FAISS can build, and `labels.search` parameters it has."""
+    import faiss
+
+    from cvgl.index import set_search_parameters
+
+    try:
+        index = faiss.index_factory(8, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError:
+        raise ValueError(f"labels.index {factory!r}: not a FAISS index factory string (e.g. Flat, IVF1024,Flat, "
+                         "HNSW32)") from None
+    set_search_parameters(index, search)
+
+
+def check_translate(translate: dict[str, Any], config: dict[str, Any] | None = None) -> None:
+    """A CycleGAN's images are large enough for its generator and PatchGAN (built on the meta device)."""
+    if translate.get("method") != "cyclegan" or (config is not None
+                                                 and not config["coldstart"].get("projection", True)):
+        return
+    import torch
+
+    from cvgl.translate.cyclegan import CycleGANConfig, patch_discriminator, resnet_generator
+
+    cfg = CycleGANConfig.from_dict(translate.get("cyclegan"))
+    with torch.device("meta"):
+        try:
+            patch_discriminator(cfg.ndf, cfg.disc_layers)(resnet_generator(cfg.ngf, cfg.blocks)(
+                torch.zeros(1, 3, cfg.size, cfg.size)))
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"translate.cyclegan.size {cfg.size}: too small for the generator and a "
+                             f"{cfg.disc_layers}-layer PatchGAN ({str(err).splitlines()[0]})") from None
+
+
+def round_override_errors(rounds: dict[str, Any]) -> list[str]:
+    """`rounds.overrides` may only name rounds that run."""
+    return [f"rounds.overrides.{n}: there is no round {n} (rounds.count is {rounds['count']})"
+            for n in sorted(rounds.get("overrides") or {}, key=int) if int(n) > rounds["count"]]
 
 
 #: `rounds` keys that describe the schedule as a whole, not one round's training.

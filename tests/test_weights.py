@@ -4,6 +4,7 @@ Face cache offline, the input normalisation is the backbone's own, and every fai
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,31 @@ def test_a_weights_file_wrapped_like_a_training_checkpoint_loads(tmp_path: Path)
     state = reference_state()
     path = tmp_path / "ckpt.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    assert_backbone_holds(create_backbone("convnext_atto", weights=path), state)
+
+
+def facebook_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm ConvNeXt state dict in the key layout of Facebook's original release (convnext_*_22k_1k_384.pth,
+    the file the paper loads): what timm's own converter maps back."""
+    out = {}
+    for key, value in state.items():
+        key = re.sub(r"^stem\.", "downsample_layers.0.", key)
+        key = re.sub(r"^stages\.(\d+)\.downsample\.", r"downsample_layers.\1.", key)
+        key = re.sub(r"^stages\.(\d+)\.blocks\.(\d+)\.", r"stages.\1.\2.", key)
+        key = key.replace("conv_dw", "dwconv").replace("mlp.fc", "pwconv")
+        key = key.replace("head.fc.", "head.").replace("head.norm.", "norm.")
+        if "pwconv" in key and key.endswith("weight") and value.ndim == 4:  # linear layers there, 1x1 convs here
+            value = value.flatten(1)
+        out[key] = value
+    return out
+
+
+def test_facebooks_original_convnext_layout_loads_through_timms_converter(tmp_path: Path) -> None:
+    state = reference_state()
+    fb = facebook_layout(state)
+    assert "downsample_layers.0.0.weight" in fb and "stem.0.weight" not in fb
+    path = tmp_path / "convnext_atto_1k.pth"
+    torch.save({"model": fb}, path)  # as the release wraps it
     assert_backbone_holds(create_backbone("convnext_atto", weights=path), state)
 
 

@@ -142,7 +142,7 @@ def check_stage_config(a: argparse.Namespace) -> None:
     from cvgl.config import check_labels, check_model, check_translate
 
     if a.command == "translate":
-        check_translate({"method": a.method, "cyclegan": {k: v for k, v in a.options.items() if k != "threads"}})
+        check_translate({"method": a.method, "cyclegan": a.options})
     elif a.command in ("intra-view", "cross-view", "train-round"):
         # A stage that starts from a checkpoint reads no pretrained weights.
         check_model(a.config["model"], pretrained=getattr(a, "init", None) is None)

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -130,6 +131,68 @@ def write_image_cache(images: np.ndarray, ids: Sequence[str], path: str | Path) 
         with open(tmp, "wb") as fh:
             np.save(fh, images)
     write_parquet(pd.DataFrame({"image_id": list(ids)}), ids_sidecar(path))
+
+
+#: Images decoded and written per step of `cache_image_files`: its memory, whatever the split's size.
+CACHE_CHUNK = 256
+
+
+def cache_image_files(paths: Sequence[str | Path], ids: Sequence[str], size_hw: tuple[int, int], path: str | Path,
+                      threads: int = 2, label: str | None = None, chunk: int = CACHE_CHUNK) -> None:
+    """Decode image files straight into the cache `write_image_cache` would write (same bytes), `chunk` images at
+    a time through a memory-mapped `.npy`: memory O(chunk), not O(N), and no half-written cache after a crash."""
+    if len(paths) != len(ids):
+        raise ValueError(f"{path}: {len(paths)} image files for {len(ids)} ids")
+    path = Path(path)
+    progress = Progress(len(paths), label) if label else None
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *size_hw, 3))
+        for start in range(0, len(paths), chunk):
+            part = paths[start:start + chunk]
+            out[start:start + len(part)] = load_images(part, size_hw, threads)
+            if progress:
+                progress.update(len(part))
+        out.flush()
+        del out  # the map closes before the file is renamed into place
+    write_parquet(pd.DataFrame({"image_id": list(ids)}), ids_sidecar(path))
+
+
+def decode_to_memmap(paths: Sequence[str | Path], size_hw: tuple[int, int], threads: int = 2,
+                     label: str | None = None, chunk: int = CACHE_CHUNK) -> np.ndarray:
+    """Decode image files into an (N, H, W, 3) uint8 array backed by an anonymous temporary file ($TMPDIR),
+    `chunk` images at a time: the pages are the file's, so the OS can evict them and memory stays O(chunk)."""
+    out = np.memmap(tempfile.TemporaryFile(), dtype=np.uint8, mode="w+", shape=(len(paths), *size_hw, 3))
+    progress = Progress(len(paths), label) if label else None
+    for start in range(0, len(paths), chunk):
+        part = paths[start:start + chunk]
+        out[start:start + len(part)] = load_images(part, size_hw, threads)
+        if progress:
+            progress.update(len(part))
+    return out
+
+
+class StackedRows:
+    """Two image arrays indexed as one (rows of `first`, then rows of `second`) without copying either:
+    `stack[rows]` gathers only the rows asked for, as `np.concatenate([first, second])[rows]` would."""
+
+    def __init__(self, first: np.ndarray, second: np.ndarray) -> None:
+        if first.shape[1:] != second.shape[1:] or first.dtype != second.dtype:
+            raise ValueError(f"cannot stack images of shape {first.shape[1:]} {first.dtype} and "
+                             f"{second.shape[1:]} {second.dtype}")
+        self.first, self.second = first, second
+        self.shape = (len(first) + len(second), *first.shape[1:])
+        self.dtype = first.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        low = rows < len(self.first)
+        out[low] = self.first[rows[low]]
+        out[~low] = self.second[rows[~low] - len(self.first)]
+        return out
 
 
 def ids_sidecar(path: str | Path) -> Path:

@@ -24,13 +24,14 @@ from cvgl.index import build_index, read_index, set_search_parameters, set_threa
 from cvgl.io import (
     Progress,
     atomic_path,
+    cache_image_files,
+    decode_to_memmap,
     load_images,
     read_image_cache,
     read_json,
     read_parquet,
     reading,
     save_image,
-    write_image_cache,
     write_json,
     write_parquet,
 )
@@ -110,8 +111,7 @@ def cache_stage(manifest_dir: Path, root: Path, view: str, split: str, size_hw: 
     if len(ids) == 0:
         raise ValueError(f"{manifest_dir}/images.parquet: no {view} images in split {split}")
     rel = images.set_index("image_id").loc[ids, "path"]
-    pixels = load_images([Path(root) / p for p in rel], tuple(size_hw), threads, f"cache {split}-{view}")
-    write_image_cache(pixels, ids, out)
+    cache_image_files([Path(root) / p for p in rel], ids, tuple(size_hw), out, threads, f"cache {split}-{view}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -175,8 +175,8 @@ def translate_stage(projected_dir: Path, satellite_cache: Path, method: str, mod
 def intra_view_train(cfg: dict[str, Any], ground_cache: Path, satellite_cache: Path, out: Path) -> None:
     """Cold start, part 1: each encoder learns its own view from two augmentations of the same image."""
     device = resolve(cfg)
-    _, ground = read_image_cache(ground_cache, mmap=False)
-    _, satellite = read_image_cache(satellite_cache, mmap=False)
+    _, ground = read_image_cache(ground_cache)  # memory-mapped: each batch reads its rows
+    _, satellite = read_image_cache(satellite_cache)
     model, optimizer = build_model(cfg, None, device)
     net = training_network(model, device)  # DDP across torchrun processes, else the model itself
     fit(model, optimizer, intra_view_stage(net, ground, satellite, cfg, device), cfg, out)
@@ -190,9 +190,11 @@ def cross_view_train(cfg: dict[str, Any], init: Path | None, ground_cache: Path,
     With 0 epochs the init model (or a fresh one) becomes round 0 (ablation d).
     """
     device = resolve(cfg)
-    ids, ground = read_image_cache(ground_cache, mmap=False)
+    ids, ground = read_image_cache(ground_cache)
     size = tuple(cfg["model"]["satellite_size"])
-    if translated_dir is None or cfg["stage"]["epochs"] == 0:
+    if cfg["stage"]["epochs"] == 0:
+        fake = ground  # no step reads it: nothing is decoded or resized
+    elif translated_dir is None:
         fake = resize_images(ground, size)
     else:
         fake = load_translated(translated_dir, ids, size, cfg.get("threads", 1))
@@ -211,8 +213,8 @@ def round_train(cfg: dict[str, Any], init: Path, labels_path: Path, ground_cache
     the training is spread over processes: the label table was made once, by its own rule.
     """
     device = resolve(cfg)
-    g_ids, ground = read_image_cache(ground_cache, mmap=False)
-    s_ids, satellite = read_image_cache(satellite_cache, mmap=False)
+    g_ids, ground = read_image_cache(ground_cache)
+    s_ids, satellite = read_image_cache(satellite_cache)
     labels = read_label_table(labels_path)[["ground_id", "satellite_id", "kept", "source"]]
     fake = None
     if translated_dir is not None:
@@ -230,8 +232,8 @@ def load_translated(translated_dir: Path, ground_ids: np.ndarray, size_hw: tuple
     missing = set(ground_ids) - set(index.index)
     if missing:
         raise ValueError(f"{translated_dir}/index.parquet lacks {len(missing)} train panoramas")
-    return load_images([translated_dir / p for p in index.loc[ground_ids, "path"]], size_hw, threads,
-                       "load translated")
+    return decode_to_memmap([translated_dir / p for p in index.loc[ground_ids, "path"]], size_hw, threads,
+                            "load translated")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch
 
 from cvgl.augment import joint_flip_rotate, photometric, random_affine, to_tensor
 from cvgl.distributed import barrier, encode_global, init_from_env, is_main
-from cvgl.io import Progress, atomic_path, reading
+from cvgl.io import Progress, StackedRows, atomic_path, reading
 from cvgl.losses import info_nce
 from cvgl.models import CrossViewModel, autocast_dtype, load_model_state, resolve_device
 
@@ -373,7 +373,7 @@ def round_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray
     epochs = scfg["epochs"]
     batch = cfg["optim"]["batch_size"]
     n = len(ground_ids)
-    sat_rows = satellite if fake is None else np.concatenate([satellite, fake])
+    sat_rows = satellite if fake is None else StackedRows(satellite, fake)
     share = scfg.get("fake_share")
 
     def with_fake(g: np.ndarray, s: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B,H,W,3) uint8 -> (B,3,H,W) float in [0,1] on `device`."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"])).to(device)  # a read-only map: its copy
     return x.permute(0, 3, 1, 2).float().div_(255.0)
 
 
@@ -23,7 +23,7 @@ def resize_images(images: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """uint8 (N, H, W, 3) -> (N, h, w, 3), antialiased bilinear, rounded; the input itself if already that size."""
     if tuple(images.shape[1:3]) == tuple(size_hw):
         return np.ascontiguousarray(images)
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float()  # read-only maps too
     x = F.interpolate(x, size=tuple(size_hw), mode="bilinear", antialias=True, align_corners=False)
     return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
 

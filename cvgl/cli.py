@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "index", "FAISS index of a split's satellite embeddings",
          ("--embeddings", P), ("--factory", {"default": "Flat"}), ("--out", P), ("--threads", THREADS))
     _add(sub, "pseudo-label", "Adaptive Mutual Matching: a round's label table",
-         ("--embeddings", P), ("--index", P), ("--labeled", P), ("--round", {"type": int, "required": True}),
-         ("--config", CFG), ("--out", P), ("--threads", THREADS),
+         ("--embeddings", P), ("--index", {"type": Path, "default": None,
+                                           "help": "FAISS index of the satellites (approximate labels.index only)"}),
+         ("--labeled", P), ("--round", {"type": int, "required": True}),
+         ("--config", CFG), ("--out", P), ("--threads", THREADS), ("--device", {"default": "cpu"}),
          ("--prior", {"type": Path, "default": None, "help": "projection prior descriptors (labels.prior_weight)"}))
     _add(sub, "prior", "projection prior: pixel descriptors of train projections and tiles (labels.prior_weight)",
          ("--projected", P), ("--satellite-cache", P), ("--size", {"type": int, "default": 64}),
@@ -177,7 +179,7 @@ def run(a: argparse.Namespace) -> None:
         pipeline.index_stage(a.embeddings, a.factory, a.out, a.threads)
     elif c == "pseudo-label":
         pipeline.pseudo_label_stage(a.embeddings, a.index, a.labeled, a.round, a.config, a.out, a.threads,
-                                    a.prior)
+                                    a.prior, a.device)
     elif c == "prior":
         from cvgl.prior import prior_stage
 

@@ -141,15 +141,19 @@ def csls_blocks(make_blocks: Callable[[], Iterable[tuple[int, torch.Tensor]]], n
     if k < 1:
         raise ValueError(f"labels.csls_k must be >= 1 to rescale, got {k}")
     k_row, k_col = min(k, m), min(k, n)
-    row_mean = torch.empty(n)
-    col_top = torch.full((k_col, m), -math.inf)
-    for start, sims in make_blocks():
-        row_mean[start:start + len(sims)] = sims.topk(k_row, dim=1).values.mean(dim=1).cpu()
-        col_top = torch.cat([col_top, sims.cpu()]).topk(k_col, dim=0).values
+    row_mean: torch.Tensor | None = None
+    col_top: torch.Tensor | None = None
+    for start, sims in make_blocks():  # statistics stay on the blocks' device
+        if row_mean is None or col_top is None:
+            row_mean = torch.empty(n, device=sims.device)
+            col_top = torch.full((k_col, m), -math.inf, device=sims.device)
+        row_mean[start:start + len(sims)] = sims.topk(k_row, dim=1).values.mean(dim=1)
+        col_top = torch.cat([col_top, sims]).topk(k_col, dim=0).values
+    if row_mean is None or col_top is None:
+        return
     col_half = col_top.mean(dim=0) / 2
     for start, sims in make_blocks():
-        half = (row_mean[start:start + len(sims), None] / 2).to(sims.device)
-        yield start, sims.sub_(half).sub_(col_half.to(sims.device)[None])
+        yield start, sims.sub_(row_mean[start:start + len(sims), None] / 2).sub_(col_half[None])
 
 
 def mutual_matches_faiss(ground: np.ndarray, satellite: np.ndarray, index: faiss.Index | None = None,

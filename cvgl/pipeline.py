@@ -45,7 +45,7 @@ from cvgl.labels import (
     write_label_table,
 )
 from cvgl.metrics import format_count, format_percent, hit_rate, recall_at_k, retrieval_ranks
-from cvgl.models import autocast_dtype
+from cvgl.models import autocast_dtype, resolve_device
 from cvgl.prior import exact_matches, read_prior
 from cvgl.train import (
     Stage,
@@ -265,21 +265,21 @@ def index_stage(embeddings_dir: Path, factory: str, out: Path, threads: int) -> 
     write_index(build_index(emb, factory), list(ids), out)
 
 
-def pseudo_label_stage(embeddings_dir: Path, index_path: Path, labeled_path: Path, round_index: int,
-                       cfg: dict[str, Any], out: Path, threads: int, prior_dir: Path | None = None) -> None:
+def pseudo_label_stage(embeddings_dir: Path, index_path: Path | None, labeled_path: Path, round_index: int,
+                       cfg: dict[str, Any], out: Path, threads: int, prior_dir: Path | None = None,
+                       device_name: str = "cpu") -> None:
     """Adaptive Mutual Matching on the train split: round n's label table from the round n-1 embeddings.
 
     Reads embeddings, the labeled subset and (with `labels.prior_weight` > 0) the projection prior's pixel
     descriptors only; `correct` stays empty (diagnostics fill it elsewhere). `labels.csls_k` > 0 rescales the
-    scores against hubs (`cvgl.labels.csls_blocks`) before matching.
+    scores against hubs (`cvgl.labels.csls_blocks`) before matching. Exact matching (`labels.index: Flat`) runs
+    its blocked passes on `device_name` (a GPU where the job has one) and reads no index; an approximate one
+    searches the FAISS index at `index_path`.
     """
     torch.set_num_threads(max(1, threads))
     set_threads(threads)
     g_ids, ground = read_embeddings(embeddings_dir, "ground")
     s_ids, satellite = read_embeddings(embeddings_dir, "satellite")
-    index, index_ids = read_index(index_path)
-    if list(index_ids) != list(s_ids):
-        raise ValueError(f"{index_path}: its ids do not match the satellite embeddings in {embeddings_dir}")
     t0 = time.perf_counter()
     weight = float(cfg.get("prior_weight") or 0.0)
     csls_k = int(cfg.get("csls_k") or 0)
@@ -287,9 +287,15 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path, labeled_path: Pat
         # Exact: one blocked N x M product gives both directions (a flat index would need two); the prior's
         # fused scores and the CSLS rescaling exist only this way.
         prior = read_prior(prior_dir, g_ids, s_ids) if weight > 0 and prior_dir is not None else None
-        matches = exact_matches(ground, satellite, cfg.get("chunk", 4096), prior, weight, csls_k)
+        matches = exact_matches(ground, satellite, cfg.get("chunk", 4096), prior, weight, csls_k,
+                                resolve_device(device_name))
     else:
         # Approximate: both directions through indices of the configured kind (never an N x M product).
+        if index_path is None:
+            raise ValueError(f"labels.index {cfg['index']!r}: approximate matching needs the index (--index)")
+        index, index_ids = read_index(index_path)
+        if list(index_ids) != list(s_ids):
+            raise ValueError(f"{index_path}: its ids do not match the satellite embeddings in {embeddings_dir}")
         set_search_parameters(index, cfg.get("search"))
         matches = mutual_matches_faiss(ground, satellite, index, cfg["index"], cfg.get("search"))
     threshold = margin_threshold(round_index, cfg["t0"], cfg["rounds"])

@@ -78,38 +78,39 @@ def _standardise_rows(block: torch.Tensor) -> torch.Tensor:
     return (block - mean) / block.std(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def mean_row_std(ground: np.ndarray, satellite: np.ndarray, chunk: int) -> float:
+def mean_row_std(ground: np.ndarray, satellite: np.ndarray, chunk: int, device: str | torch.device = "cpu"
+                 ) -> float:
     """Mean over grounds of the standard deviation of its row of ground @ satellite.T (blocked)."""
     total = 0.0
-    for _, block in similarity_blocks(ground, satellite, chunk):
+    for _, block in similarity_blocks(ground, satellite, chunk, device):
         total += float(block.std(dim=1).sum()) if block.shape[1] > 1 else 0.0
     return total / max(1, len(ground))
 
 
 def fused_similarity_blocks(ground: np.ndarray, satellite: np.ndarray, prior_ground: np.ndarray,
-                            prior_satellite: np.ndarray, weight: float, chunk: int
-                            ) -> Iterator[tuple[int, torch.Tensor]]:
+                            prior_satellite: np.ndarray, weight: float, chunk: int,
+                            device: str | torch.device = "cpu") -> Iterator[tuple[int, torch.Tensor]]:
     """Yield `(start, fused block)` for consecutive blocks of ground rows (memory O(chunk x M)); see the module."""
     if len(prior_ground) != len(ground) or len(prior_satellite) != len(satellite):
         raise ValueError("the prior needs one descriptor per ground and per satellite")
     if not math.isfinite(weight) or weight < 0:
         raise ValueError(f"labels.prior_weight must be >= 0, got {weight}")
-    sigma = mean_row_std(ground, satellite, chunk)
-    ps = torch.from_numpy(prior_satellite)
-    for start, block in similarity_blocks(ground, satellite, chunk):
-        pixel = -torch.cdist(torch.from_numpy(prior_ground[start:start + chunk]), ps, p=1)
+    sigma = mean_row_std(ground, satellite, chunk, device)
+    ps = torch.from_numpy(prior_satellite).to(device)
+    for start, block in similarity_blocks(ground, satellite, chunk, device):
+        pixel = -torch.cdist(torch.from_numpy(prior_ground[start:start + chunk]).to(device), ps, p=1)
         fused = _standardise_rows(block) + weight * _standardise_rows(pixel)
         yield start, fused.mul_(sigma / (1.0 + weight))
 
 
 def score_blocks(ground: np.ndarray, satellite: np.ndarray, chunk: int,
                  prior: tuple[np.ndarray, np.ndarray] | None = None, weight: float = 0.0,
-                 csls_k: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+                 csls_k: int = 0, device: str | torch.device = "cpu") -> Iterator[tuple[int, torch.Tensor]]:
     """The pseudo-label scores of every ground against every satellite, as consecutive blocks of ground rows.
 
     The network similarities, fused with the projection prior's `(ground, satellite)` descriptors when
     `weight` > 0, rescaled by CSLS over each row's and column's `csls_k` best scores when `csls_k` > 0
-    (`csls_blocks`); memory O(chunk x M) either way.
+    (`csls_blocks`); memory O(chunk x M) either way, on `device` (a GPU where the job has one).
     """
     ground, satellite = check_pair(ground, satellite)
     if weight > 0:
@@ -117,16 +118,16 @@ def score_blocks(ground: np.ndarray, satellite: np.ndarray, chunk: int,
             raise ValueError("labels.prior_weight > 0 needs the projection prior's descriptors (--prior)")
 
         def blocks() -> Iterator[tuple[int, torch.Tensor]]:
-            return fused_similarity_blocks(ground, satellite, *prior, weight, chunk)
+            return fused_similarity_blocks(ground, satellite, *prior, weight, chunk, device)
     else:
         def blocks() -> Iterator[tuple[int, torch.Tensor]]:
-            return similarity_blocks(ground, satellite, chunk)
+            return similarity_blocks(ground, satellite, chunk, device)
     return csls_blocks(blocks, len(ground), len(satellite), csls_k) if csls_k > 0 else blocks()
 
 
 def exact_matches(ground: np.ndarray, satellite: np.ndarray, chunk: int,
                   prior: tuple[np.ndarray, np.ndarray] | None = None, weight: float = 0.0,
-                  csls_k: int = 0) -> Matches:
-    """Exact mutual matches of the train embeddings on their pseudo-label scores (`score_blocks`)."""
-    return matches_from_blocks(score_blocks(ground, satellite, chunk, prior, weight, csls_k), len(ground),
-                               len(satellite))
+                  csls_k: int = 0, device: str | torch.device = "cpu") -> Matches:
+    """Exact mutual matches of the train embeddings on their pseudo-label scores (`score_blocks`), on `device`."""
+    return matches_from_blocks(score_blocks(ground, satellite, chunk, prior, weight, csls_k, device), len(ground),
+                               len(satellite), device)

@@ -23,7 +23,9 @@ def test_dag_runs_on_the_synthetic_world_in_each_published_layout(tmp_path: Path
         " min_spacing_m: 30.0}\n"
         "project: {pano_size: [64, 128], size: 32, fov_deg: 170.0, band: false, batch_size: 16}\n"
         "rounds: {count: 1, epochs: 1, t0: 0.0, gt_ratio: 0.25, labeled_ratio: 0.0, smoothing: 0.1}\n"
-        "coldstart: {intra: {epochs: 0, smoothing: 0.1}}\n")
+        "coldstart: {intra: {epochs: 0, smoothing: 0.1}}\n"
+        # VIGOR: approximate matching through an HNSW index of the tiles (the index rule runs only then)
+        + ("labels: {index: HNSW32, search: efSearch=16, prior_weight: 0.0, csls_k: 0}\n" if layout == "vigor" else ""))
     run_ok(tmp_path, "--configfile", str(REPO / "config.yaml"), str(REPO / "tests" / "tiny.yaml"), str(override),
            "--", f"results/tiny-{layout}/summary.csv")
     res = tmp_path / "results" / f"tiny-{layout}"
@@ -34,6 +36,7 @@ def test_dag_runs_on_the_synthetic_world_in_each_published_layout(tmp_path: Path
     labels = pd.read_parquet(res / "round-1" / "labels.parquet")
     assert (labels.source == "labeled").sum() > 0  # gt_ratio's labeled pairs reach the label table
     if layout == "vigor":
+        assert (res / "round-0" / "index" / "train-satellite.faiss").exists()
         assert (truth.kind == "semi_positive").any() and "city" in images.columns
         assert summary["hit_rate"].between(0, 1).all() and (summary["hit_rate"] >= summary["R@1"]).all()
         test_tiles = ((images.view == "satellite") & (images.split == "test")).sum()

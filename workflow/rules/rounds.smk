@@ -92,11 +92,19 @@ rule index:
         "--threads {threads} > {log} 2>&1"
 
 
+def approximate_index(wildcards):
+    """The satellite index an approximate `labels.index` searches; exact matching (Flat) reads none, so no
+    index job runs for it."""
+    if config["labels"]["index"] == "Flat":
+        return {}
+    path = f"{RESULTS}/round-{previous_round(wildcards)}/index/train-satellite.faiss"
+    return {"index": path, "index_ids": f"{path}.ids.parquet"}
+
+
 rule pseudo_label:
     input:
+        unpack(approximate_index),
         embeddings=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/embeddings/train",
-        index=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/index/train-satellite.faiss",
-        index_ids=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/index/train-satellite.faiss.ids.parquet",
         labeled=rules.manifest.output.labeled,
         prior=prior_input,
     output:
@@ -106,6 +114,8 @@ rule pseudo_label:
     params:
         cfg=lambda wc: as_json(dict(round_settings(wc.n), **config["labels"])),
         prior=lambda wc, input: f"--prior {input.prior}" if input.prior else "",
+        index=lambda wc, input: f"--index {input.index}" if "index" in input.keys() else "",
+        device=config["device"],
     log:
         f"{RESULTS}/logs/round-{{n}}/pseudo_label.log",
     benchmark:
@@ -114,9 +124,11 @@ rule pseudo_label:
     resources:
         mem_mb=4000,
         runtime=30,
+        gpu=gpus(),
     shell:
-        "{CVGL} pseudo-label --embeddings {input.embeddings} --index {input.index} --labeled {input.labeled} "
-        "--round {wildcards.n} --config {params.cfg:q} {params.prior} --out {output} --threads {threads} > {log} 2>&1"
+        "{CVGL} pseudo-label --embeddings {input.embeddings} {params.index} --labeled {input.labeled} "
+        "--round {wildcards.n} --config {params.cfg:q} {params.prior} --device {params.device} --out {output} "
+        "--threads {threads} > {log} 2>&1"
 
 
 rule diagnose_labels:

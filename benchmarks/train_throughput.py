@@ -1,0 +1,100 @@
+"""How much of a training step is feeding: the fed cross-view step against the bare model step; run by hand.
+
+fed   the step as `cvgl cross-view` runs it: the batch's rows gathered from memory-mapped uint8 caches on disk,
+      moved to the device, jointly flipped/rotated and photometrically augmented there, forward, InfoNCE, backward,
+      AdamW step.
+bare  forward, InfoNCE, backward and step on the same batches, already on the device as floats (no gather, no
+      augmentation).
+
+The ratio fed/bare throughput is the figure (1.0 = feeding costs nothing). The caches are written to a temporary
+directory with random pixels at the model's input sizes, `--images` rows each, so the gather reads a real file.
+
+    python benchmarks/train_throughput.py                                   # the demo's model and sizes, CPU
+    python benchmarks/train_throughput.py --backbone convnext_base --head safa --ground 384 384 \
+        --satellite 384 384 --batch 64 --device cuda                        # the paper's, on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cvgl.augment import to_tensor
+from cvgl.io import read_image_cache, write_image_cache
+from cvgl.losses import info_nce
+from cvgl.models import resolve_device
+from cvgl.train import build_model, cross_view_stage, seeded_generator, setup_torch
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbone", default="convnext_atto")
+    ap.add_argument("--head", default="gem")
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--ground", type=int, nargs=2, default=[32, 128])
+    ap.add_argument("--satellite", type=int, nargs=2, default=[64, 64])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--images", type=int, default=1024)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    setup_torch(a.threads, 0)
+    device = resolve_device(a.device)
+    cfg = {"seed": 0, "device": a.device, "precision": "auto", "threads": a.threads,
+           "model": {"backbone": a.backbone, "head": a.head, "dim": a.dim, "ground_size": a.ground,
+                     "satellite_size": a.satellite},
+           "optim": {"lr": 1e-4, "weight_decay": 0.01, "batch_size": a.batch},
+           "augment": {}, "stage": {"epochs": 1, "smoothing": 0.3}}
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for view, hw in (("ground", a.ground), ("satellite", a.satellite)):
+            write_image_cache(rng.integers(0, 256, (a.images, *hw, 3), dtype=np.uint8),
+                              [f"{view[0]}{i}" for i in range(a.images)], Path(tmp) / f"{view}.npy")
+        _, ground = read_image_cache(Path(tmp) / "ground.npy")
+        _, satellite = read_image_cache(Path(tmp) / "satellite.npy")
+        model, optimizer = build_model(cfg, None, device)
+        model.train()
+        stage = cross_view_stage(model, ground, satellite, cfg, device, 0)
+        gen = seeded_generator(0, "throughput")
+        plans = [b for _, b in zip(range(a.steps + 1), stage.batches(0, gen), strict=False)]
+
+        def step(loss: torch.Tensor) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        step(stage.loss(plans[0], gen))  # warm-up: allocator, kernels, page cache
+        synchronise(device)
+        start = time.perf_counter()
+        for plan in plans[1:]:
+            step(stage.loss(plan, gen))
+        synchronise(device)
+        fed = (time.perf_counter() - start) / a.steps
+        on_device = [(to_tensor(ground[p[0]], device), to_tensor(satellite[p[1]], device)) for p in plans[1:]]
+        synchronise(device)
+        start = time.perf_counter()
+        for g, s in on_device:
+            ge, se, scale = model(g, s)
+            step(info_nce(ge, se, scale, 0.3))
+        synchronise(device)
+        bare = (time.perf_counter() - start) / a.steps
+    print(f"{a.backbone} {a.ground[0]}x{a.ground[1]} / {a.satellite[0]}x{a.satellite[1]}, batch {a.batch}, "
+          f"{device.type}, {a.threads} threads, {a.steps} steps")
+    print(f"fed step  {fed * 1000:8.1f} ms  ({a.batch / fed:7.1f} pairs/s)")
+    print(f"bare step {bare * 1000:8.1f} ms  ({a.batch / bare:7.1f} pairs/s)")
+    print(f"fed / bare throughput: {bare / fed:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -171,6 +171,31 @@ def decode_to_memmap(paths: Sequence[str | Path], size_hw: tuple[int, int], thre
     return out
 
 
+class RowBuffer:
+    """A growing stack of equally shaped uint8 images kept in an anonymous temporary file ($TMPDIR), not in
+    memory: `append` writes a batch, `array()` maps them all (N, H, W, 3) without reading them."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()
+        self.rows = 0
+        self.row_shape: tuple[int, ...] | None = None
+
+    def append(self, images: np.ndarray) -> None:
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        if self.row_shape is None:
+            self.row_shape = images.shape[1:]
+        elif images.shape[1:] != self.row_shape:
+            raise ValueError(f"cannot append images of shape {images.shape[1:]} to rows of {self.row_shape}")
+        self.file.write(images.tobytes())
+        self.rows += len(images)
+
+    def array(self) -> np.ndarray:
+        if self.row_shape is None or self.rows == 0:
+            return np.empty((0, 0, 0, 3), np.uint8)
+        self.file.flush()
+        return np.memmap(self.file, dtype=np.uint8, mode="r", shape=(self.rows, *self.row_shape))
+
+
 class StackedRows:
     """Two image arrays indexed as one (rows of `first`, then rows of `second`) without copying either:
     `stack[rows]` gathers only the rows asked for, as `np.concatenate([first, second])[rows]` would."""

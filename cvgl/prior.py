@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from cvgl.embed_io import read_embeddings, write_embedding_shards
 from cvgl.index import similarity_blocks
-from cvgl.io import load_images, read_image_cache, read_parquet
+from cvgl.io import decode_to_memmap, read_image_cache, read_parquet
 from cvgl.labels import Matches, check_pair, csls_blocks, matches_from_blocks
 from cvgl.models import centre_disc
 
@@ -57,7 +57,7 @@ def prior_stage(projected_dir: Path, satellite_cache: Path, size: int, radius: f
     """Pixel descriptors of every train projection (`ground-*` shards) and train tile (`satellite-*`)."""
     torch.set_num_threads(max(1, threads))
     index = read_parquet(projected_dir / "index.parquet", ["ground_id", "path"])
-    projections = load_images([projected_dir / p for p in index.path], (size, size), threads, "load projections")
+    projections = decode_to_memmap([projected_dir / p for p in index.path], (size, size), threads, "load projections")
     s_ids, tiles = read_image_cache(satellite_cache)
     write_embedding_shards(list(index.ground_id), pixel_descriptors(projections, size, radius), out, "ground")
     write_embedding_shards(list(s_ids), pixel_descriptors(tiles, size, radius), out, "satellite")

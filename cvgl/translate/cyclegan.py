@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cvgl.augment import resize_images
-from cvgl.io import Progress, atomic_path, reading
+from cvgl.io import Progress, RowBuffer, atomic_path, reading
 from cvgl.models import resolve_device
 from cvgl.train import resume_settings
 
@@ -281,8 +281,8 @@ class CycleGANTranslator:
     def __init__(self, options: dict[str, Any] | None = None, state_path: Path | None = None) -> None:
         self.cfg = CycleGANConfig.from_dict(options)
         self.out = Path(state_path) if state_path is not None else Path("cyclegan.pt")
-        self.projections: list[np.ndarray] = []
-        self.satellites: list[np.ndarray] = []
+        # The resized images wait on disk, not in memory (the paper's 320 px CVUSA sets are ~22 GB).
+        self.projections, self.satellites = RowBuffer(), RowBuffer()
         self.model: CycleGAN | None = None
 
     def update(self, projections: np.ndarray | None = None, satellites: np.ndarray | None = None,
@@ -293,13 +293,13 @@ class CycleGANTranslator:
             self.satellites.append(resize_images(satellites, (self.cfg.size, self.cfg.size)))
 
     def finish(self) -> None:
-        if not self.projections or not self.satellites:
+        if not self.projections.rows or not self.satellites.rows:
             raise ValueError("translate: no images to train the CycleGAN on")
-        a, b = np.concatenate(self.projections), np.concatenate(self.satellites)
+        a, b = self.projections.array(), self.satellites.array()
         if len(a) < self.cfg.batch_size:
             raise ValueError(f"translate.cyclegan.batch_size {self.cfg.batch_size} exceeds the {len(a)} projections")
         self.model = train_cyclegan(a, b, self.cfg, self.out)
-        self.projections, self.satellites = [], []
+        self.projections, self.satellites = RowBuffer(), RowBuffer()
 
     def translate(self, projections: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         if self.model is None:

@@ -1,8 +1,8 @@
 """How much of a training step is feeding: the fed cross-view step against the bare model step; run by hand.
 
-fed   the step as `cvgl cross-view` runs it: the batch's rows gathered from memory-mapped uint8 caches on disk,
-      moved to the device, jointly flipped/rotated and photometrically augmented there, forward, InfoNCE, backward,
-      AdamW step.
+fed   the step as `cvgl cross-view` runs it: the batch's rows gathered from memory-mapped uint8 caches on disk
+      (by `--workers` DataLoader processes, pinned, ahead of the step; in the process with 0), moved to the
+      device, jointly flipped/rotated and photometrically augmented there, forward, InfoNCE, backward, AdamW step.
 bare  forward, InfoNCE, backward and step on the same batches, already on the device as floats (no gather, no
       augmentation).
 
@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cvgl.augment import to_tensor
+from cvgl.augment import unit_images
 from cvgl.io import read_image_cache, write_image_cache
 from cvgl.losses import info_nce
 from cvgl.models import resolve_device
-from cvgl.train import build_model, cross_view_stage, seeded_generator, setup_torch
+from cvgl.train import build_model, cross_view_stage, feed_batches, loader_workers, seeded_generator, setup_torch
 
 
 def synchronise(device: torch.device) -> None:
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1024)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None, help="gathering workers (default: as data.workers null)")
     a = ap.parse_args()
     setup_torch(a.threads, 0)
     device = resolve_device(a.device)
@@ -74,14 +75,16 @@ def main() -> None:
             loss.backward()
             optimizer.step()
 
-        step(stage.loss(plans[0], gen))  # warm-up: allocator, kernels, page cache
+        workers = loader_workers({"data": {"workers": a.workers}}, device)
+        for plan, pixels in feed_batches(stage, plans[:1], device, 0):  # warm-up: allocator, kernels, page cache
+            step(stage.loss(plan, pixels, gen))
         synchronise(device)
         start = time.perf_counter()
-        for plan in plans[1:]:
-            step(stage.loss(plan, gen))
+        for plan, pixels in feed_batches(stage, plans[1:], device, workers):
+            step(stage.loss(plan, pixels, gen))
         synchronise(device)
         fed = (time.perf_counter() - start) / a.steps
-        on_device = [(to_tensor(ground[p[0]], device), to_tensor(satellite[p[1]], device)) for p in plans[1:]]
+        on_device = [tuple(unit_images(x.to(device)) for x in stage.fetch(p)) for p in plans[1:]]
         synchronise(device)
         start = time.perf_counter()
         for g, s in on_device:
@@ -90,7 +93,7 @@ def main() -> None:
         synchronise(device)
         bare = (time.perf_counter() - start) / a.steps
     print(f"{a.backbone} {a.ground[0]}x{a.ground[1]} / {a.satellite[0]}x{a.satellite[1]}, batch {a.batch}, "
-          f"{device.type}, {a.threads} threads, {a.steps} steps")
+          f"{device.type}, {a.threads} threads, {workers} loader workers, {a.steps} steps")
     print(f"fed step  {fed * 1000:8.1f} ms  ({a.batch / fed:7.1f} pairs/s)")
     print(f"bare step {bare * 1000:8.1f} ms  ({a.batch / bare:7.1f} pairs/s)")
     print(f"fed / bare throughput: {bare / fed:.3f}")

@@ -16,6 +16,11 @@ import torch.nn.functional as F
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B,H,W,3) uint8 -> (B,3,H,W) float in [0,1] on `device`."""
     x = torch.from_numpy(np.require(images, requirements=["C", "W"])).to(device)  # a read-only map: its copy
+    return unit_images(x)
+
+
+def unit_images(x: torch.Tensor) -> torch.Tensor:
+    """(B,H,W,3) uint8 tensor -> (B,3,H,W) float in [0,1], on its device."""
     return x.permute(0, 3, 1, 2).float().div_(255.0)
 
 

@@ -39,6 +39,8 @@ CFG = {"type": _json, "required": True}
 THREADS = {"type": int, "default": 1}
 #: Training jobs: the rule's {threads} (scaled by Snakemake to --cores) overrides the config's `threads`.
 TRAIN_THREADS = {"type": int, "default": None, "help": "torch threads (default: the config's `threads`)"}
+#: Training jobs: DataLoader worker processes gathering batches (data.workers); the result does not depend on it.
+WORKERS = {"type": int, "default": None, "help": "batch-gathering worker processes (default: 4 on a GPU, 0 on the CPU)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
          ("--threads", TRAIN_THREADS))
     _add(sub, "intra-view", "cold start part 1: intra-view self-supervised training",
          ("--config", CFG), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P),
-         ("--threads", TRAIN_THREADS))
+         ("--threads", TRAIN_THREADS), ("--loader-workers", WORKERS))
     _add(sub, "cross-view", "cold start part 2: panoramas vs. their translated projections",
          ("--config", CFG), ("--init", {"type": Path}), ("--ground-cache", P), ("--translated", {"type": Path}),
-         ("--out", P), ("--threads", TRAIN_THREADS))
+         ("--out", P), ("--threads", TRAIN_THREADS), ("--loader-workers", WORKERS))
     _add(sub, "embed", "embed a split's ground and satellite caches into parquet shards",
          ("--model", P), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P),
          ("--batch-size", {"type": int, "default": 128}), ("--device", {"default": "auto"}),
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "train-round", "a self-training round on pseudo (and labeled) pairs",
          ("--config", CFG), ("--init", P), ("--labels", P), ("--ground-cache", P), ("--satellite-cache", P),
          ("--round", {"type": int, "required": True}), ("--translated", {"type": Path}), ("--out", P),
-         ("--threads", TRAIN_THREADS))
+         ("--threads", TRAIN_THREADS), ("--loader-workers", WORKERS))
     _add(sub, "evaluate", "Recall@K of a round on the test split",
          ("--embeddings", P), ("--manifest", P), ("--round", {"type": int, "required": True}),
          ("--labels", {"type": Path}), ("--model", {"type": Path}), ("--out", P))
@@ -131,11 +133,14 @@ TRAINING_COMMANDS = ("translate", "intra-view", "cross-view", "train-round")
 
 def apply_threads(a: argparse.Namespace) -> None:
     """A training job's `--threads` (its rule's, scaled by Snakemake to --cores) wins over its settings' `threads`."""
-    if a.command not in TRAINING_COMMANDS or a.threads is None:
+    if a.command not in TRAINING_COMMANDS:
         return
-    for settings in ("config", "options"):
-        if isinstance(getattr(a, settings, None), dict):
-            setattr(a, settings, {**getattr(a, settings), "threads": a.threads})
+    if a.threads is not None:
+        for settings in ("config", "options"):
+            if isinstance(getattr(a, settings, None), dict):
+                setattr(a, settings, {**getattr(a, settings), "threads": a.threads})
+    if getattr(a, "loader_workers", None) is not None:
+        a.config = {**a.config, "data": {"workers": a.loader_workers}}
 
 
 def check_stage_config(a: argparse.Namespace) -> None:

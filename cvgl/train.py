@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cvgl.augment import joint_flip_rotate, photometric, random_affine, to_tensor
+from cvgl.augment import joint_flip_rotate, photometric, random_affine, unit_images
 from cvgl.distributed import barrier, encode_global, init_from_env, is_main
 from cvgl.io import Progress, StackedRows, atomic_path, reading
 from cvgl.losses import info_nce
@@ -39,7 +39,7 @@ def seeded_generator(seed: int, *keys: object) -> torch.Generator:
 
 
 #: Settings that do not change what a stage computes: a run resumed with other values keeps its state.
-RESUME_NEUTRAL = ("threads",)
+RESUME_NEUTRAL = ("threads", "data")
 
 
 def resume_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -68,16 +68,77 @@ def make_optimizer(model: CrossViewModel, optim_cfg: dict[str, Any]) -> torch.op
     return torch.optim.AdamW(model.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
 
 
+#: A batch's images as gathered from the caches: ground and satellite rows, uint8 (B, H, W, 3).
+Pixels = tuple[torch.Tensor, torch.Tensor]
+
+
 @dataclass
 class Stage:
-    """What `fit` needs to know about one training stage."""
+    """What `fit` needs to know about one training stage.
+
+    `batches` plans an epoch (row indices only, drawn from the seeded generator), `fetch` gathers a planned
+    batch's pixels (in DataLoader workers, `feed_batches`), `loss` augments them on the device and computes the
+    loss."""
 
     name: str
     epochs: int
     lr_factor: Callable[[int], float]  # epoch -> multiplier of the base learning rate
     batches: Callable[[int, torch.Generator], Iterable[Batch]]
-    loss: Callable[[Batch, torch.Generator], torch.Tensor]
+    fetch: Callable[[Batch], Pixels]
+    loss: Callable[[Batch, Pixels, torch.Generator], torch.Tensor]
     steps_per_epoch: Callable[[int], int]
+
+
+def gather_rows(ground: np.ndarray, satellite: np.ndarray) -> Callable[[Batch], Pixels]:
+    """A stage's `fetch`: the planned rows of two (memory-mapped) image arrays as uint8 tensors."""
+
+    def fetch(b: Batch) -> Pixels:
+        return torch.from_numpy(np.require(ground[b[0]], requirements=["C", "W"])), \
+            torch.from_numpy(np.require(satellite[b[1]], requirements=["C", "W"]))
+
+    return fetch
+
+
+class PlannedBatches(torch.utils.data.Dataset):
+    """An epoch's planned batches as a map-style dataset: item i is batch i's pixels (`Stage.fetch`)."""
+
+    def __init__(self, plans: list[Batch], fetch: Callable[[Batch], Pixels]) -> None:
+        self.plans, self.fetch = plans, fetch
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def __getitem__(self, i: int) -> Pixels:
+        return self.fetch(self.plans[i])
+
+
+def loader_workers(cfg: dict[str, Any], device: torch.device) -> int:
+    """`data.workers` (null: 4 worker processes when the job trains on a GPU, none on the CPU, where they would
+    take the cores the training uses); workers need fork, so platforms without it gather in the process."""
+    import multiprocessing
+
+    workers = (cfg.get("data") or {}).get("workers")
+    if workers is None:
+        workers = 4 if device.type == "cuda" else 0
+    return workers if "fork" in multiprocessing.get_all_start_methods() else 0
+
+
+def feed_batches(stage: Stage, plans: list[Batch], device: torch.device, workers: int
+                 ) -> Iterator[tuple[Batch, Pixels]]:
+    """Each planned batch with its pixels on `device`: gathered by DataLoader workers (pinned memory, two batches
+    ahead each) while the device trains, or in the process with `workers` 0. The plan, not the loader, fixes
+    what a batch holds and in which order, so the result does not depend on `workers`."""
+    if workers == 0:
+        for plan in plans:
+            g, s = stage.fetch(plan)
+            yield plan, (g.to(device), s.to(device))
+        return
+    loader = torch.utils.data.DataLoader(PlannedBatches(plans, stage.fetch), batch_size=None, shuffle=False,
+                                         num_workers=min(workers, max(1, len(plans))),
+                                         pin_memory=device.type == "cuda", prefetch_factor=2,
+                                         multiprocessing_context="fork")
+    for plan, (g, s) in zip(plans, loader, strict=True):
+        yield plan, (g.to(device, non_blocking=True), s.to(device, non_blocking=True))
 
 
 #: What every cvgl checkpoint (and `.state` file) holds.
@@ -172,8 +233,11 @@ def run_epoch(model: CrossViewModel, optimizer: torch.optim.Optimizer, stage: St
     t0, losses = time.perf_counter(), []
     progress = Progress(max(1, stage.steps_per_epoch(epoch)), f"{stage.name} epoch {epoch + 1}/{stage.epochs}",
                         step=0.25)
-    for batch in stage.batches(epoch, gen):
-        loss = stage.loss(batch, gen)
+    # The whole epoch is planned first: the plan draws from `gen` before any augmentation does, as it always has.
+    plans = list(stage.batches(epoch, gen))
+    device = next(model.parameters()).device
+    for batch, pixels in feed_batches(stage, plans, device, loader_workers(cfg, device)):
+        loss = stage.loss(batch, pixels, gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -244,8 +308,8 @@ def intra_view_stage(model: CrossViewModel | torch.nn.Module, ground: np.ndarray
         for i in range(0, n - batch + 1, batch):
             yield np.sort(g_order[i:i + batch]), np.sort(s_order[i:i + batch]), None
 
-    def loss(b: Batch, gen: torch.Generator) -> torch.Tensor:
-        g, s = to_tensor(ground[b[0]], device), to_tensor(satellite[b[1]], device)
+    def loss(b: Batch, pixels: Pixels, gen: torch.Generator) -> torch.Tensor:
+        g, s = unit_images(pixels[0]), unit_images(pixels[1])
         flip = torch.rand(len(g), generator=gen) < 0.5
         g1 = photometric(torch.where(flip.view(-1, 1, 1, 1).to(device), g.flip(-1), g), gen, aug)
         g2 = photometric(g, gen, aug)
@@ -259,15 +323,16 @@ def intra_view_stage(model: CrossViewModel | torch.nn.Module, ground: np.ndarray
         return info_nce(ge[:k], ge[k:], scale, eps) + info_nce(se[:k], se[k:], scale, eps)
 
     epochs = scfg["epochs"]
-    return Stage("intra-view", epochs, lambda e: cosine_factor(e / epochs), batches, loss, lambda e: n // batch)
+    return Stage("intra-view", epochs, lambda e: cosine_factor(e / epochs), batches, gather_rows(ground, satellite),
+                 loss, lambda e: n // batch)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Stage 2 and rounds: cross-view pairs
 
 
-def cross_view_loss(model: CrossViewModel | torch.nn.Module, ground: np.ndarray, satellite: np.ndarray,
-                    cfg: dict[str, Any], device: torch.device) -> Callable[[Batch, torch.Generator], torch.Tensor]:
+def cross_view_loss(model: CrossViewModel | torch.nn.Module, cfg: dict[str, Any], device: torch.device
+                    ) -> Callable[[Batch, Pixels, torch.Generator], torch.Tensor]:
     """Loss of a batch of (ground row, satellite row, labeled?) with joint flip/rotation and photometric aug.
 
     Every process augments the whole global batch; each encodes its rows; the loss sees the gathered batch.
@@ -275,8 +340,8 @@ def cross_view_loss(model: CrossViewModel | torch.nn.Module, ground: np.ndarray,
     aug, eps = cfg["augment"], cfg["stage"]["smoothing"]
     dtype = autocast_dtype(cfg.get("precision", "auto"), device)
 
-    def loss(b: Batch, gen: torch.Generator) -> torch.Tensor:
-        g, s = to_tensor(ground[b[0]], device), to_tensor(satellite[b[1]], device)
+    def loss(b: Batch, pixels: Pixels, gen: torch.Generator) -> torch.Tensor:
+        g, s = unit_images(pixels[0]), unit_images(pixels[1])
         g, s = joint_flip_rotate(g, s, gen, aug.get("flip_p", 0.5), aug.get("rotate_p", 0.5))
         g, s = photometric(g, gen, aug), photometric(s, gen, aug)
         labeled = None if b[2] is None else torch.from_numpy(b[2])
@@ -299,7 +364,8 @@ def cross_view_stage(model: CrossViewModel | torch.nn.Module, ground: np.ndarray
 
     # The method's stage 2 continues stage 1's epoch counter on one cosine over both stages.
     return Stage("cross-view", epochs, lambda e: cosine_factor((offset + e) / (offset + epochs)), batches,
-                 cross_view_loss(model, ground, fake_satellite, cfg, device), lambda e: len(ground) // batch)
+                 gather_rows(ground, fake_satellite), cross_view_loss(model, cfg, device),
+                 lambda e: len(ground) // batch)
 
 
 @dataclass
@@ -417,8 +483,8 @@ def round_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray
         # change to a later round's settings never changes an earlier round's schedule.
         return cosine_factor((round_index - 1 + epoch / epochs) / scfg["rounds"])
 
-    return Stage(f"round-{round_index}", epochs, lr_factor, epoch_batches,
-                 cross_view_loss(model, ground, sat_rows, cfg, device), steps)
+    return Stage(f"round-{round_index}", epochs, lr_factor, epoch_batches, gather_rows(ground, sat_rows),
+                 cross_view_loss(model, cfg, device), steps)
 
 
 def resolve(cfg: dict[str, Any]) -> torch.device:

@@ -50,14 +50,14 @@ def images(n: int, hw: tuple[int, int], seed: int) -> np.ndarray:
 @contextlib.contextmanager
 def float64() -> Iterator[None]:
     """Models, augmentations and images in float64 (in this process; spawned ranks enter it themselves)."""
-    dtype, to_tensor = torch.get_default_dtype(), train.to_tensor
+    dtype, unit_images = torch.get_default_dtype(), train.unit_images
     torch.set_default_dtype(torch.float64)
-    train.to_tensor = lambda x, device: augment.to_tensor(x, device).double()
+    train.unit_images = lambda x: augment.unit_images(x).double()
     try:
         yield
     finally:
         torch.set_default_dtype(dtype)
-        train.to_tensor = to_tensor
+        train.unit_images = unit_images
 
 
 def train_stages(out: Path, cfg: dict[str, Any] = CFG) -> dict[str, dict[str, Any]]:

@@ -140,3 +140,27 @@ def test_commands_that_are_not_training_keep_their_settings_as_given() -> None:
     synth = build_parser().parse_args(["synth", "--config", '{"tile_size": 32}', "--out", "d", "--threads", "2"])
     apply_threads(synth)
     assert synth.config == {"tile_size": 32} and synth.threads == 2
+
+
+def test_worker_processes_feed_the_same_batches_and_train_the_same_weights(tmp_path: Path) -> None:
+    """DataLoader workers gather the planned rows from memory-mapped caches; the plan fixes every batch, so two
+    workers train bit-identical weights to gathering in the process."""
+    from cvgl.io import read_image_cache, write_image_cache
+
+    write_image_cache(images(8, (32, 64), 1), [f"g{i}" for i in range(8)], tmp_path / "g.npy")
+    write_image_cache(images(8, (32, 32), 2), [f"s{i}" for i in range(8)], tmp_path / "s.npy")
+    _, ground = read_image_cache(tmp_path / "g.npy")  # memory-mapped, as the stages read them
+    _, satellite = read_image_cache(tmp_path / "s.npy")
+    weights = []
+    for workers in (0, 2):
+        cfg = {**CFG, "data": {"workers": workers}}
+        setup_torch(1, cfg["seed"])
+        model, opt = build_model(cfg, None, torch.device("cpu"))
+        fit(model, opt, cross_view_stage(model, ground, satellite, cfg, torch.device("cpu"), 0), cfg,
+            tmp_path / f"w{workers}.pt")
+        weights.append(model.state_dict())
+        assert train.loader_workers(cfg, torch.device("cpu")) == workers
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key
+    # the workers setting is not part of what the stage computes: a job resumes across a change of it
+    assert config_digest({**CFG, "data": {"workers": 0}}) == config_digest({**CFG, "data": {"workers": 2}})

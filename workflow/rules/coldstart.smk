@@ -23,7 +23,7 @@ rule intra_view:
         gpu=gpus(PROCESSES),
     shell:
         "{CVGL_TRAIN} intra-view --config {params.cfg:q} --ground-cache {input.ground} "
-        "--satellite-cache {input.satellite} --out {output} --threads {threads} > {log} 2>&1"
+        "--satellite-cache {input.satellite} --out {output} --threads {threads} {LOADER} > {log} 2>&1"
 
 
 rule cross_view:
@@ -46,4 +46,4 @@ rule cross_view:
         gpu=gpus(PROCESSES),
     shell:
         "{CVGL_TRAIN} cross-view --config {params.cfg:q} {params.init} --ground-cache {input.ground} "
-        "{params.translated} --out {output} --threads {threads} > {log} 2>&1"
+        "{params.translated} --out {output} --threads {threads} {LOADER} > {log} 2>&1"

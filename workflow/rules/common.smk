@@ -18,6 +18,8 @@ CVGL = "cvgl" if shutil.which("cvgl") else f"{sys.executable} -m cvgl"
 PROCESSES = config["processes"]
 TORCHRUN = "torchrun" if shutil.which("torchrun") else f"{sys.executable} -m torch.distributed.run"
 CVGL_TRAIN = CVGL if PROCESSES == 1 else f"{TORCHRUN} --standalone --nproc_per_node {PROCESSES} -m cvgl"
+# Training jobs' batch-gathering workers: on the command line, not in params, so a change reruns nothing.
+LOADER = "" if config["data"]["workers"] is None else f"--loader-workers {config['data']['workers']}"
 
 
 

@@ -178,4 +178,4 @@ rule train_round:
     shell:
         "{CVGL_TRAIN} train-round --config {params.cfg:q} --init {input.init} --labels {input.labels} "
         "--ground-cache {input.ground} --satellite-cache {input.satellite} --round {wildcards.n} "
-        "{params.translated} --out {output} --threads {threads} > {log} 2>&1"
+        "{params.translated} --out {output} --threads {threads} {LOADER} > {log} 2>&1"

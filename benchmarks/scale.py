@@ -1,0 +1,139 @@
+"""A CVUSA-sized stand-in: the workflow end to end on CVUSA's counts and image sizes, per stage time, memory, disk.
+
+Writes a dataset in the CVUSA layout (`splits/{train,val}-19zl.csv`, `bingmap/19/`, `streetview/panos/`) with N
+train pairs and N/4 test pairs (CVUSA: 35,532 + 8,884) at CVUSA's sizes: 1232x224 panoramas, 750x750 tiles, JPEG.
+The images are cheap procedural ones (smooth colour fields, made in parallel), not the synthetic renderer, and
+no panorama belongs to its tile: the run measures cost, not accuracy. Then it runs the README's real-data
+command on it: `configs/cvusa.yaml` as shipped plus a file that makes the model small (convnext_atto, random
+init, 64x64 inputs, one epoch per stage, one round) and turns on the colour translation and the projection prior
+with CSLS (cvgl's opt-ins, the costliest label path). Projection (750 px BEVs), translation and the prior touch
+full-size pixels at full size. Per stage it prints wall time, peak RSS of the job and its children (Snakemake's
+benchmark files) and the disk its outputs hold.
+
+    python benchmarks/scale.py --n 2000 9000 35532 [--workdir /scratch/cvgl-scale] [--cores 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+PANO_HW, TILE = (224, 1232), 750
+TEST_SHARE = 8_884 / 35_532
+SMALL = """\
+threads: {cores}
+model: {{backbone: convnext_atto, pretrained: false, head: gem, dim: 256, ground_size: [64, 64],
+        satellite_size: [64, 64]}}
+optim: {{batch_size: 128}}
+coldstart: {{intra: {{epochs: 1}}, cross: {{epochs: 1}}}}
+rounds: {{count: 1, epochs: 1}}
+translate: {{method: colour}}
+labels: {{prior_weight: 2.0, csls_k: 10}}
+"""
+#: Each rule's outputs, for the disk column (globs under results/<run>/).
+OUTPUTS = {"manifest": ["manifest"], "cache_images": ["cache"], "project": ["projected"],
+           "translate": ["translated", "translator"], "prior": ["prior"], "intra_view": ["coldstart"],
+           "cross_view": ["round-0/model.pt"], "embed": ["round-*/embeddings"],
+           "pseudo_label": ["round-*/matches.parquet"], "train_round": ["round-1/model.pt"],
+           "evaluate": ["round-*/metrics.json"]}
+
+
+def smooth_image(seed: int, hw: tuple[int, int]) -> np.ndarray:
+    """A smooth random colour field (a coarse grid upsampled): compresses like a photo, costs microseconds."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (max(2, hw[0] // 32), max(2, hw[1] // 32), 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((hw[1], hw[0]), Image.BILINEAR))
+
+
+def write_pair(args: tuple[Path, int]) -> None:
+    root, i = args
+    Image.fromarray(smooth_image(2 * i, (TILE, TILE))).save(root / f"bingmap/19/{i:07d}.jpg", quality=90)
+    Image.fromarray(smooth_image(2 * i + 1, PANO_HW)).save(root / f"streetview/panos/{i:07d}.jpg", quality=90)
+
+
+def write_dataset(root: Path, n: int, workers: int) -> float:
+    """The CVUSA layout with n train and n/4 test pairs; returns seconds."""
+    start = time.perf_counter()
+    n_test = round(n * TEST_SHARE)
+    for d in ("splits", "bingmap/19", "streetview/panos"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for name, ids in (("train-19zl.csv", range(1, n + 1)), ("val-19zl.csv", range(n + 1, n + n_test + 1))):
+        (root / "splits" / name).write_text("".join(
+            f"bingmap/19/{i:07d}.jpg,streetview/panos/{i:07d}.jpg,streetview/annotations/{i:07d}.png\n" for i in ids))
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(write_pair, [(root, i) for i in range(1, n + n_test + 1)], chunksize=64))
+    return time.perf_counter() - start
+
+
+def disk_mb(paths: list[Path]) -> float:
+    total = 0
+    for p in paths:
+        files = [p] if p.is_file() else list(p.rglob("*")) if p.is_dir() else []
+        total += sum(f.stat().st_size for f in files if f.is_file())
+    return total / 2**20
+
+
+def stage_table(results: Path) -> pd.DataFrame:
+    """Per rule: summed wall seconds and the largest peak RSS over its jobs, and the disk its outputs hold."""
+    rows = []
+    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
+        rule = tsv.stem.split("-")[0] if tsv.parent.name.startswith("round-") else (
+            tsv.parent.name if tsv.parent.name != "benchmarks" else tsv.stem)
+        bench = pd.read_csv(tsv, sep="\t")
+        rows.append({"stage": rule, "seconds": float(bench["s"].iloc[0]),
+                     "max_rss_mb": float(bench["max_rss"].iloc[0])})
+    table = pd.DataFrame(rows).groupby("stage").agg(seconds=("seconds", "sum"), max_rss_mb=("max_rss_mb", "max"))
+    table["disk_mb"] = [disk_mb([p for pattern in OUTPUTS.get(s, []) for p in results.glob(pattern)])
+                        for s in table.index]
+    return table.sort_values("seconds", ascending=False)
+
+
+def run(n: int, workdir: Path, cores: int) -> pd.DataFrame:
+    root, work = workdir / f"CVUSA-{n}", workdir / f"run-{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    if not (root / "splits" / "val-19zl.csv").exists():
+        print(f"[scale] writing {n} + {round(n * TEST_SHARE)} pairs: {write_dataset(root, n, cores):.0f} s",
+              file=sys.stderr, flush=True)
+    small = work / "small.yaml"
+    small.write_text(SMALL.format(cores=cores))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", str(cores),
+           "--configfile", str(REPO / "configs" / "cvusa.yaml"), str(small),
+           "--config", f"dataset={{root: {root}}}", "--", "results/cvusa-unsupervised/summary.csv"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"[scale] N={n}: the workflow failed:\n{proc.stderr[-4000:]}")
+    wall = time.perf_counter() - start
+    table = stage_table(work / "results" / "cvusa-unsupervised")
+    print(f"\nN = {n} train pairs ({round(n * TEST_SHARE)} test), workflow wall {wall:.0f} s, dataset "
+          f"{disk_mb([root]):.0f} MB")
+    print(table.round(1).to_string())
+    return table.assign(n=n)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[2000, 9000, 35532])
+    ap.add_argument("--workdir", type=Path, default=Path("results/scale"))
+    ap.add_argument("--cores", type=int, default=2)
+    a = ap.parse_args()
+    tables = [run(n, a.workdir, a.cores) for n in a.n]
+    if len(tables) > 1:
+        wide = pd.concat(tables).reset_index().pivot(index="stage", columns="n", values=["seconds", "max_rss_mb"])
+        print("\nGrowth (seconds and peak RSS in MB by N):")
+        print(wide.round(1).to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -144,14 +144,9 @@ def cache_image_files(paths: Sequence[str | Path], ids: Sequence[str], size_hw: 
     if len(paths) != len(ids):
         raise ValueError(f"{path}: {len(paths)} image files for {len(ids)} ids")
     path = Path(path)
-    progress = Progress(len(paths), label) if label else None
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *size_hw, 3))
-        for start in range(0, len(paths), chunk):
-            part = paths[start:start + chunk]
-            out[start:start + len(part)] = load_images(part, size_hw, threads)
-            if progress:
-                progress.update(len(part))
+        decode_into(out, paths, size_hw, threads, label, chunk)
         out.flush()
         del out  # the map closes before the file is renamed into place
     write_parquet(pd.DataFrame({"image_id": list(ids)}), ids_sidecar(path))
@@ -162,13 +157,19 @@ def decode_to_memmap(paths: Sequence[str | Path], size_hw: tuple[int, int], thre
     """Decode image files into an (N, H, W, 3) uint8 array backed by an anonymous temporary file ($TMPDIR),
     `chunk` images at a time: the pages are the file's, so the OS can evict them and memory stays O(chunk)."""
     out = np.memmap(tempfile.TemporaryFile(), dtype=np.uint8, mode="w+", shape=(len(paths), *size_hw, 3))
+    decode_into(out, paths, size_hw, threads, label, chunk)
+    return out
+
+
+def decode_into(out: np.ndarray, paths: Sequence[str | Path], size_hw: tuple[int, int], threads: int,
+                label: str | None, chunk: int) -> None:
+    """Decode `paths` into the rows of `out` (a map), `chunk` images at a time (progress shown with `label`)."""
     progress = Progress(len(paths), label) if label else None
     for start in range(0, len(paths), chunk):
         part = paths[start:start + chunk]
         out[start:start + len(part)] = load_images(part, size_hw, threads)
         if progress:
             progress.update(len(part))
-    return out
 
 
 class RowBuffer:

@@ -33,7 +33,7 @@ from cvgl.data.manifest import read_truth
 from cvgl.embed import embed_images
 from cvgl.io import load_images, read_image_cache, read_parquet
 from cvgl.pipeline import load_translated
-from cvgl.prior import pixel_descriptors, score_blocks
+from cvgl.prior import PRIOR_METRICS, pixel_descriptors, pixel_similarity, score_blocks
 from cvgl.train import model_from_checkpoint
 
 TOP = (60, 120, 240)
@@ -67,9 +67,11 @@ def prior_descriptors(run: Path, ground_ids: np.ndarray, tiles: np.ndarray, radi
     return pixel_descriptors(proj, size, radius), pixel_descriptors(tiles, size, radius)
 
 
-def scores(g: np.ndarray, s: np.ndarray, pg: np.ndarray, ps: np.ndarray, w: float, csls_k: int) -> np.ndarray:
-    """The dense score matrix the pseudo_label rule matches on, for `labels.prior_weight` w and `labels.csls_k`."""
-    return np.concatenate([b.numpy() for _, b in score_blocks(g, s, 4096, (pg, ps), w, csls_k)])
+def scores(g: np.ndarray, s: np.ndarray, pg: np.ndarray, ps: np.ndarray, w: float, csls_k: int,
+           metric: str = "l1") -> np.ndarray:
+    """The dense score matrix the pseudo_label rule matches on, for `labels.prior_weight` w, `labels.csls_k`
+    and `labels.prior_metric`."""
+    return np.concatenate([b.numpy() for _, b in score_blocks(g, s, 4096, (pg, ps), w, csls_k, metric=metric)])
 
 
 def threshold_grid(name: str, sim: np.ndarray, true_col: np.ndarray, thresholds: tuple[float, ...]) -> str:
@@ -91,6 +93,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prior-weights", type=float, nargs="+", default=[1.0, 2.0], help="labels.prior_weight values")
     ap.add_argument("--prior-size", type=int, default=64, help="labels.prior_size")
+    ap.add_argument("--prior-metrics", nargs="+", default=["l1"], choices=list(PRIOR_METRICS),
+                    help="labels.prior_metric values")
     ap.add_argument("--csls", type=int, nargs="+", default=[0, 10], help="labels.csls_k values (0 = off)")
     ap.add_argument("--grid", type=float, nargs="+", default=[0.035, 0.04, 0.045, 0.05, 0.06],
                     help="round-1 thresholds of the kept/precision grid")
@@ -108,9 +112,10 @@ def main() -> None:
     s_row = {s: i for i, s in enumerate(s_ids)}
     true_col = np.array([s_row[pos[g]] for g in g_ids])
     pg, ps = prior_descriptors(a.run, g_ids, tiles, cfg["model"].get("satellite_mask_radius"), a.prior_size)
-    pixel = -torch.cdist(torch.from_numpy(pg), torch.from_numpy(ps), p=1).numpy()
     print(f"{len(g_ids)} train panoramas vs {len(s_ids)} train tiles, model {model_path}")
-    print(precision_report("pixel (no learning)", pixel, true_col, None))
+    for metric in a.prior_metrics:
+        pixel = pixel_similarity(torch.from_numpy(pg), torch.from_numpy(ps), metric).numpy()
+        print(precision_report(f"pixel {metric} (no learning)", pixel, true_col, None))
     cpu = torch.device("cpu")
     for k in a.symmetries:
         t = time.time()
@@ -122,12 +127,14 @@ def main() -> None:
         print(f"-- symmetries {k}: train embeddings in {seconds:.0f} s")
         print(precision_report(f"(cross + fake)/2, k={k}", (cross + bridge) / 2, true_col, a.t0))
         grid = []
-        for w in [0.0, *a.prior_weights]:
-            for c in a.csls:
-                name = ("cross" if w == 0 else f"prior {w:g}") + (f" csls {c}" if c else "") + f", k={k}"
-                sim = cross if w == 0 and c == 0 else scores(g, s, pg, ps, w, c)
-                print(precision_report(name, sim, true_col, a.t0))
-                grid.append(threshold_grid(name, sim, true_col, tuple(a.grid)))
+        rows = [(0.0, c, "l1") for c in a.csls] + [(w, c, m) for w in a.prior_weights for c in a.csls
+                                                   for m in a.prior_metrics]
+        for w, c, metric in rows:
+            name = ("cross" if w == 0 else f"prior {w:g}") + (f" {metric}" if w and len(a.prior_metrics) > 1
+                                                              else "") + (f" csls {c}" if c else "") + f", k={k}"
+            sim = cross if w == 0 and c == 0 else scores(g, s, pg, ps, w, c, metric)
+            print(precision_report(name, sim, true_col, a.t0))
+            grid.append(threshold_grid(name, sim, true_col, tuple(a.grid)))
         print("kept / precision by round-1 threshold:\n" + "\n".join(grid))
     print(f"({time.time() - started:.0f} s)")
 

@@ -6,7 +6,8 @@ The images are cheap procedural ones (smooth colour fields, made in parallel), n
 no panorama belongs to its tile: the run measures cost, not accuracy. Then it runs the README's real-data
 command on it: `configs/cvusa.yaml` as shipped plus a file that makes the model small (convnext_atto, random
 init, 64x64 inputs, one epoch per stage, one round) and turns on the colour translation and the projection prior
-with CSLS (cvgl's opt-ins, the costliest label path). Projection (750 px BEVs), translation and the prior touch
+with CSLS (cvgl's opt-ins, the costliest label path; the prior's `correlation` metric by default, as a CPU
+user at this size would pick it, `--prior-metric l1` for the absolute differences). Projection (750 px BEVs), translation and the prior touch
 full-size pixels at full size. Per stage it prints wall time, peak RSS of the job and its children (Snakemake's
 benchmark files) and the disk its outputs hold.
 
@@ -38,7 +39,7 @@ optim: {{batch_size: 128}}
 coldstart: {{intra: {{epochs: 1}}, cross: {{epochs: 1}}}}
 rounds: {{count: 1, epochs: 1}}
 translate: {{method: colour}}
-labels: {{prior_weight: 2.0, csls_k: 10}}
+labels: {{prior_weight: 2.0, csls_k: 10, prior_metric: {metric}}}
 """
 #: Each rule's outputs, for the disk column (globs under results/<run>/).
 OUTPUTS = {"manifest": ["manifest"], "cache_images": ["cache"], "project": ["projected"],
@@ -91,14 +92,16 @@ def stage_table(results: Path) -> pd.DataFrame:
             tsv.parent.name if tsv.parent.name != "benchmarks" else tsv.stem)
         bench = pd.read_csv(tsv, sep="\t")
         rows.append({"stage": rule, "seconds": float(bench["s"].iloc[0]),
-                     "max_rss_mb": float(bench["max_rss"].iloc[0])})
-    table = pd.DataFrame(rows).groupby("stage").agg(seconds=("seconds", "sum"), max_rss_mb=("max_rss_mb", "max"))
+                     "max_rss_mb": float(bench["max_rss"].iloc[0]), "max_uss_mb": float(bench["max_uss"].iloc[0])})
+    # USS leaves out pages shared with other processes; RSS counts the resident pages of memory-mapped caches too.
+    table = pd.DataFrame(rows).groupby("stage").agg(seconds=("seconds", "sum"), max_rss_mb=("max_rss_mb", "max"),
+                                                    max_uss_mb=("max_uss_mb", "max"))
     table["disk_mb"] = [disk_mb([p for pattern in OUTPUTS.get(s, []) for p in results.glob(pattern)])
                         for s in table.index]
     return table.sort_values("seconds", ascending=False)
 
 
-def run(n: int, workdir: Path, cores: int) -> pd.DataFrame:
+def run(n: int, workdir: Path, cores: int, metric: str = "correlation") -> pd.DataFrame:
     root, work = workdir / f"CVUSA-{n}", workdir / f"run-{n}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -106,7 +109,7 @@ def run(n: int, workdir: Path, cores: int) -> pd.DataFrame:
         print(f"[scale] writing {n} + {round(n * TEST_SHARE)} pairs: {write_dataset(root, n, cores):.0f} s",
               file=sys.stderr, flush=True)
     small = work / "small.yaml"
-    small.write_text(SMALL.format(cores=cores))
+    small.write_text(SMALL.format(cores=cores, metric=metric))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", str(cores),
            "--configfile", str(REPO / "configs" / "cvusa.yaml"), str(small),
            "--config", f"dataset={{root: {root}}}", "--", "results/cvusa-unsupervised/summary.csv"]
@@ -117,7 +120,7 @@ def run(n: int, workdir: Path, cores: int) -> pd.DataFrame:
     wall = time.perf_counter() - start
     table = stage_table(work / "results" / "cvusa-unsupervised")
     print(f"\nN = {n} train pairs ({round(n * TEST_SHARE)} test), workflow wall {wall:.0f} s, dataset "
-          f"{disk_mb([root]):.0f} MB")
+          f"{disk_mb([root]):.0f} MB, results/ {disk_mb([work / 'results']):.0f} MB")
     print(table.round(1).to_string())
     return table.assign(n=n)
 
@@ -127,8 +130,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[2000, 9000, 35532])
     ap.add_argument("--workdir", type=Path, default=Path("results/scale"))
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--prior-metric", default="correlation", choices=["correlation", "l1"],
+                    help="labels.prior_metric of the run")
     a = ap.parse_args()
-    tables = [run(n, a.workdir, a.cores) for n in a.n]
+    tables = [run(n, a.workdir, a.cores, a.prior_metric) for n in a.n]
     if len(tables) > 1:
         wide = pd.concat(tables).reset_index().pivot(index="stage", columns="n", values=["seconds", "max_rss_mb"])
         print("\nGrowth (seconds and peak RSS in MB by N):")

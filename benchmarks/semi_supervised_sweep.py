@@ -61,7 +61,7 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
         g = embed_images(model, ground, "ground", 256, device, symmetries=k)
         s = embed_images(model, sats, "satellite", 256, device, symmetries=k)
         m = exact_matches(g, s, labels_cfg.get("chunk", 4096), prior, weight,  # as the pseudo_label rule
-                          int(labels_cfg.get("csls_k") or 0))
+                          int(labels_cfg.get("csls_k") or 0), metric=labels_cfg.get("prior_metric", "l1"))
         table = build_label_table(list(g_ids), list(s_ids), m, margin_threshold(n, r["t0"], rounds["count"]),
                                   labeled if len(labeled) else None)
         rc = dict(ckpt["config"], optim=dict(ckpt["config"]["optim"], lr=r["lr"]), stage=r)  # as train_round

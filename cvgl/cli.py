@@ -172,7 +172,8 @@ def run(a: argparse.Namespace) -> None:
     elif c == "project":
         pipeline.project_stage(a.manifest, a.root, a.config, a.out, a.threads)
     elif c == "translate":
-        pipeline.translate_stage(a.projected, a.satellite_cache, a.method, a.model_out, a.out, a.options)
+        pipeline.translate_stage(a.projected, a.satellite_cache, a.method, a.model_out, a.out, a.options,
+                                 threads=a.threads)
     elif c == "intra-view":
         pipeline.intra_view_train(a.config, a.ground_cache, a.satellite_cache, a.out)
     elif c == "cross-view":

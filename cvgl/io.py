@@ -90,10 +90,18 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         return json.loads(Path(path).read_text())
 
 
+#: Pillow options per suffix of an intermediate image: PNG is lossless; JPEG at quality 95 is 4-5x smaller and
+#: ~30x faster to encode at 750 px, its error far below what the resize to the model's input keeps.
+IMAGE_FORMATS = {".png": {"format": "PNG"}, ".jpg": {"format": "JPEG", "quality": 95}}
+
+
 def save_image(array: np.ndarray, path: str | Path) -> None:
-    """Save an HxWx3 uint8 array as PNG (lossless, so stages downstream see the exact pixels)."""
+    """Save an HxWx3 uint8 array as PNG or JPEG, by the suffix of `path` (`IMAGE_FORMATS`)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(f"{path}: intermediate images are saved as {sorted(IMAGE_FORMATS)}, not {suffix!r}")
     with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+        Image.fromarray(array).save(tmp, **IMAGE_FORMATS[suffix])
 
 
 def load_image(path: str | Path, size_hw: tuple[int, int] | None = None) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,7 @@ def project_stage(manifest_dir: Path, root: Path, cfg: dict[str, Any], out_dir: 
     ids = image_ids(images, "ground", "train")
     rel = images.set_index("image_id").loc[ids, "path"].tolist()
     pano_hw, size, fov, band = tuple(cfg["pano_size"]), cfg["size"], cfg["fov_deg"], cfg["band"]
-    rows = [(gid, f"{gid}.png") for gid in ids]
+    rows = [(gid, f"{gid}.{cfg.get('format', 'jpg')}") for gid in ids]
     project_files([Path(root) / p for p in rel], [out_dir / name for _, name in rows], pano_hw, size, fov, band,
                   cfg.get("batch_size", 64), threads, "project")
     valid = bev_valid_mask(pano_hw, size, fov, band)
@@ -137,11 +138,12 @@ def project_stage(manifest_dir: Path, root: Path, cfg: dict[str, Any], out_dir: 
 
 
 def translate_stage(projected_dir: Path, satellite_cache: Path, method: str, model_out: Path, out_dir: Path,
-                    options: dict[str, Any] | None = None, batch: int = 256) -> None:
+                    options: dict[str, Any] | None = None, batch: int = 256, threads: int = 1) -> None:
     """Fit an unpaired translator (projections vs. train tiles, listed independently) and translate.
 
     Tiles go in at their cached size: the colour statistics do not depend on it and the CycleGAN resizes both
     sets to its own training size. With `cyclegan`, `<model_out>.state` holds the last finished epoch.
+    Translations keep the projections' file format; `threads` decode and encode `batch` images at a time.
     """
     index = read_parquet(projected_dir / "index.parquet", ["ground_id", "path"])
     with reading(projected_dir / "valid-mask.npy", "projection validity mask"):
@@ -149,8 +151,8 @@ def translate_stage(projected_dir: Path, satellite_cache: Path, method: str, mod
     size = valid.shape
     translator = make_translator(method, options, model_out)
     for i in range(0, len(index), batch):
-        translator.update(projections=load_images([projected_dir / p for p in index.path[i:i + batch]], size),
-                          valid=valid)
+        translator.update(projections=load_images([projected_dir / p for p in index.path[i:i + batch]], size,
+                                                  threads), valid=valid)
     _, tiles = read_image_cache(satellite_cache)
     for i in range(0, len(tiles), batch):
         translator.update(satellites=np.asarray(tiles[i:i + batch]))
@@ -158,14 +160,15 @@ def translate_stage(projected_dir: Path, satellite_cache: Path, method: str, mod
     with atomic_path(model_out) as tmp:
         torch.save(translator.state_dict(), tmp)
     Path(str(model_out) + ".state").unlink(missing_ok=True)
+    names = [f"{g}{Path(p).suffix}" for g, p in zip(index.ground_id, index.path, strict=True)]
     progress = Progress(len(index), "translate")
-    for i in range(0, len(index), batch):
-        part = index.iloc[i:i + batch]
-        fake = translator.translate(load_images([projected_dir / p for p in part.path], size), valid)
-        for gid, img in zip(part.ground_id, fake, strict=True):
-            save_image(img, out_dir / f"{gid}.png")
-        progress.update(len(part))
-    write_parquet(index.assign(path=[f"{g}.png" for g in index.ground_id]), out_dir / "index.parquet")
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # Pillow's encoders release the GIL
+        for i in range(0, len(index), batch):
+            fake = translator.translate(load_images([projected_dir / p for p in index.path[i:i + batch]], size,
+                                                    threads), valid)
+            list(pool.map(save_image, fake, [out_dir / n for n in names[i:i + batch]]))
+            progress.update(len(fake))
+    write_parquet(index.assign(path=names), out_dir / "index.parquet")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -288,7 +291,7 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path | None, labeled_pa
         # fused scores and the CSLS rescaling exist only this way.
         prior = read_prior(prior_dir, g_ids, s_ids) if weight > 0 and prior_dir is not None else None
         matches = exact_matches(ground, satellite, cfg.get("chunk", 4096), prior, weight, csls_k,
-                                resolve_device(device_name))
+                                resolve_device(device_name), cfg.get("prior_metric", "l1"))
     else:
         # Approximate: both directions through indices of the configured kind (never an N x M product).
         if index_path is None:

@@ -1,8 +1,9 @@
-"""Panorama files to bird's-eye-view PNGs: decoded, projected and encoded in batches on worker processes.
+"""Panorama files to bird's-eye-view images: decoded, projected and encoded in batches on worker processes.
 
 The sampling grid is built once per (panorama size, output size, field of view, band) and cached in each
-process (`cvgl.geometry.bev_sampling_grid`). Per image, the PNG encode dominates (about 0.17 s at 750 x 750
-and 0.6 s at 1200 x 1200 on one core, against 0.01-0.02 s of sampling and rounding), so a whole task --
+process (`cvgl.geometry.bev_sampling_grid`). Per image, a PNG encode dominates (about 0.1-0.17 s at 750 x 750
+and 0.6 s at 1200 x 1200 on one core, against 0.01-0.02 s of sampling and rounding; the default JPEG takes a
+few ms), so a whole task --
 decode, project, round, encode a batch of files -- runs in one worker: nothing but file names crosses process
 boundaries, and every step scales with the workers. Each worker uses one torch thread; the output bytes do not
 depend on the worker count or the batch size (`benchmarks/projection_speed.py` checks both).
@@ -30,7 +31,8 @@ def bev_images(bev: torch.Tensor) -> np.ndarray:
 
 def project_file(source: Path, target: Path, pano_hw: tuple[int, int], size: int, fov_deg: float,
                  band: bool) -> None:
-    """Decode `source` (resized to `pano_hw`), project it with the cached grid and save it as the PNG `target`."""
+    """Decode `source` (resized to `pano_hw`), project it with the cached grid and save it as `target` (PNG or
+    JPEG, by its suffix)."""
     pano = np.array(load_image(source, pano_hw))  # a writable copy: torch does not wrap read-only arrays
     bev = project_to_bev(torch.from_numpy(pano).permute(2, 0, 1)[None].float(), size, fov_deg, band)
     save_image(bev_images(bev)[0], target)
@@ -52,7 +54,7 @@ def _single_torch_thread() -> None:
 
 def project_files(sources: Sequence[Path], targets: Sequence[Path], pano_hw: tuple[int, int], size: int,
                   fov_deg: float, band: bool, batch_size: int, workers: int, label: str | None = None) -> None:
-    """Project every `sources[i]` to the PNG `targets[i]`, at most `batch_size` images per task on `workers`
+    """Project every `sources[i]` to the image `targets[i]`, at most `batch_size` images per task on `workers`
     processes (fewer per task when that keeps every worker busy: the bytes do not depend on it).
 
     With one worker (or a single batch) everything runs in this process, on `workers` torch threads.

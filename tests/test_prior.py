@@ -11,7 +11,7 @@ from cvgl.index import similarity_blocks
 from cvgl.labels import csls_blocks, matches_from_blocks, mutual_matches
 from cvgl.models import centre_disc
 from cvgl.pipeline import pseudo_label_stage
-from cvgl.prior import exact_matches, fused_similarity_blocks, pixel_descriptors
+from cvgl.prior import exact_matches, fused_similarity_blocks, pixel_descriptors, pixel_similarity
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -56,6 +56,24 @@ def test_fused_scores_equal_the_dense_formula(chunk: int) -> None:
     m = matches_from_blocks(iter(blocks), 9, 7)
     assert np.array_equal(m.top1, expected.argmax(1))
     assert np.array_equal(m.reverse_top1, expected.argmax(0))
+
+
+def test_the_correlation_metric_is_a_product_that_ranks_as_squared_distance() -> None:
+    rng = np.random.default_rng(5)
+    g, s = unit_rows(rng, 9, 8), unit_rows(rng, 7, 8)
+    pg = pixel_descriptors(rng.integers(0, 256, (9, 8, 8, 3), dtype=np.uint8), 8, None)
+    ps = pixel_descriptors(rng.integers(0, 256, (7, 8, 8, 3), dtype=np.uint8), 8, None)
+    pixel = pixel_similarity(torch.from_numpy(pg), torch.from_numpy(ps), "correlation").numpy()
+    np.testing.assert_allclose(pixel, pg.astype(np.float64) @ ps.T, rtol=1e-4, atol=1e-3)
+    # Standardised descriptors share one norm, so each row ranks tiles as the negative squared distance does.
+    sq = -((pg[:, None].astype(np.float64) - ps[None]) ** 2).sum(-1)
+    assert np.array_equal(np.argsort(-pixel, 1), np.argsort(-sq, 1))
+    fused = np.concatenate([b.numpy() for _, b in fused_similarity_blocks(g, s, pg, ps, 1.0, 4,
+                                                                          metric="correlation")])
+    l1 = np.concatenate([b.numpy() for _, b in fused_similarity_blocks(g, s, pg, ps, 1.0, 4)])
+    assert not np.allclose(fused, l1)  # the metric reaches the fused scores
+    with pytest.raises(ValueError, match="prior_metric"):
+        next(fused_similarity_blocks(g, s, pg, ps, 1.0, 4, metric="l2"))
 
 
 def test_weight_zero_keeps_the_network_ranking_and_bad_weights_fail() -> None:

@@ -7,9 +7,9 @@ no panorama belongs to its tile: the run measures cost, not accuracy. Then it ru
 command on it: `configs/cvusa.yaml` as shipped plus a file that makes the model small (convnext_atto, random
 init, 64x64 inputs, one epoch per stage, one round) and turns on the colour translation and the projection prior
 with CSLS (cvgl's opt-ins, the costliest label path; the prior's `correlation` metric by default, as a CPU
-user at this size would pick it, `--prior-metric l1` for the absolute differences). Projection (750 px BEVs), translation and the prior touch
-full-size pixels at full size. Per stage it prints wall time, peak RSS of the job and its children (Snakemake's
-benchmark files) and the disk its outputs hold.
+user at this size would pick it, `--prior-metric l1` for the absolute differences). Projection (750 px BEVs,
+JPEG), translation and the prior touch full-size pixels at full size. Per stage it prints wall time, peak RSS
+and USS of the job and its children (Snakemake's benchmark files) and the disk its outputs hold.
 
     python benchmarks/scale.py --n 2000 9000 35532 [--workdir /scratch/cvgl-scale] [--cores 2]
 """

@@ -1,4 +1,4 @@
-"""The paper's cold-start ablation (method.md §13, rows a-e) on the synthetic world, through the workflow.
+"""The paper's cold-start ablation (docs/method.md §13, rows a-e) on the synthetic world, through the workflow.
 
 Each row is one Snakemake run that stops after the first pseudo labels (`round-0/metrics.json` and
 `round-1/labels.parquet`), with one cold-start component switched off by config:

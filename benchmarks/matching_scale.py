@@ -4,7 +4,7 @@ Synthetic clustered embeddings (d = 512): N locations drawn around a few hundred
 once by a ground and once by a satellite embedding with independent noise, so nearest neighbours compete
 inside clusters as real ones do. In one process, per N:
 
-* dense (method.md §5.2, official): D = G Sᵀ and Dᵀ = S Gᵀ as two N x N float32 matrices, argmaxes of both,
+* dense (docs/method.md §5.2, official): D = G Sᵀ and Dᵀ = S Gᵀ as two N x N float32 matrices, argmaxes of both,
   top-2 by partition on the mutual rows; skipped (and said so) where the two matrices cannot fit in memory;
 * cvgl exact (`cvgl.labels.mutual_matches`): one blocked N x N product, row top-2 and a running column max;
 * cvgl approximate (`mutual_matches_faiss` with IVF indices in both directions), at the largest N, with its

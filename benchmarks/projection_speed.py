@@ -1,7 +1,7 @@
 """How fast is the BEV projection with one cached sampling grid, against the official per-image grid? (issue 4)
 
 Synthetic panoramas (smooth random colour plus noise, numpy; no dataset needed) at the two published sizes:
-CVUSA (1232 x 224 band, completed to 1232 x 616 as method.md §2.1, -> 750 x 750, fov 175) and CVACT
+CVUSA (1232 x 224 band, completed to 1232 x 616 as docs/method.md §2.1, -> 750 x 750, fov 175) and CVACT
 (1664 x 832 -> 1200 x 1200, fov 170). One run, side by side, on the same images:
 
 1. projection only (uint8 panorama in memory -> uint8 BEV), one process:

@@ -1,4 +1,4 @@
-"""Batched, seeded image augmentations in torch (method.md §3.3), applied to whole batches at once.
+"""Batched, seeded image augmentations in torch (docs/method.md §3.3), applied to whole batches at once.
 
 Everything draws from an explicit `torch.Generator`, so an epoch's augmentations depend only on
 (seed, stage, epoch): results are reproducible and a resumed run sees the same batches as an uninterrupted one.
@@ -109,7 +109,7 @@ def hflip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def joint_flip_rotate(ground: torch.Tensor, satellite: torch.Tensor, gen: torch.Generator,
                       flip_p: float = 0.5, rotate_p: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply the same geometric change to both views (method.md §3.3, cross-view).
+    """Apply the same geometric change to both views (docs/method.md §3.3, cross-view).
 
     Mirroring a north-up tile left-right mirrors the panorama's azimuths; rotating the tile by r*90 degrees
     counter-clockwise moves east to north, i.e. rolls the panorama left by r*W/4 columns.

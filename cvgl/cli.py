@@ -89,9 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
          ("--config", CFG), ("--init", P), ("--labels", P), ("--ground-cache", P), ("--satellite-cache", P),
          ("--round", {"type": int, "required": True}), ("--translated", {"type": Path}), ("--out", P),
          ("--threads", TRAIN_THREADS), ("--loader-workers", WORKERS))
-    _add(sub, "evaluate", "Recall@K of a round on the test split",
+    _add(sub, "evaluate", "Recall@K of a round on the test split (and retrievals.parquet beside --out)",
          ("--embeddings", P), ("--manifest", P), ("--round", {"type": int, "required": True}),
-         ("--labels", {"type": Path}), ("--model", {"type": Path}), ("--out", P))
+         ("--labels", {"type": Path}), ("--model", {"type": Path}), ("--out", P),
+         ("--top-k", {"type": int, "default": 10, "help": "tiles kept per query in retrievals.parquet"}),
+         ("--radii", {"type": float, "nargs": "+", "default": [25.0, 50.0, 100.0],
+                      "help": "radii in metres of the distance recalls (where coordinates exist)"}))
+    _add(sub, "localize", "geo-localize images: the top-K gallery tiles of each query, with scores and coordinates",
+         ("--model", P), ("--gallery", {"type": Path, "required": True,
+                                        "help": "a CSV of path,lat,lon (paths relative to it) or a run directory"}),
+         ("--queries", {"type": Path, "nargs": "+", "required": True,
+                        "help": "images, folders of images, .txt lists of paths, or a run directory"}),
+         ("--out", P), ("--top-k", {"type": int, "default": 5}),
+         ("--index", {"default": "Flat", "help": "FAISS factory string of the gallery index (e.g. IVF4096,Flat)"}),
+         ("--search", {"default": None, "help": "FAISS search parameters, e.g. nprobe=32"}),
+         ("--gallery-split", {"default": "test", "choices": ["train", "test"]}),
+         ("--query-split", {"default": "test", "choices": ["train", "test"]}),
+         ("--device", {"default": "auto"}), ("--batch-size", {"type": int, "default": 64}), ("--threads", THREADS))
     _add(sub, "summary", "collect every round's metrics into summary.csv and print the table",
          ("--metrics", {"type": Path, "nargs": "+", "required": True}), ("--out", P))
     _add(sub, "plots", "margin histograms per round; Recall@K, label counts, precision, coverage across rounds (PNG)",
@@ -196,7 +210,13 @@ def run(a: argparse.Namespace) -> None:
         pipeline.round_train(a.config, a.init, a.labels, a.ground_cache, a.satellite_cache, a.out, a.round,
                              a.translated)
     elif c == "evaluate":
-        pipeline.evaluate_stage(a.embeddings, a.manifest, a.round, a.labels, a.out, a.model)
+        pipeline.evaluate_stage(a.embeddings, a.manifest, a.round, a.labels, a.out, a.model, a.top_k,
+                                tuple(a.radii))
+    elif c == "localize":
+        from cvgl.localize import localize
+
+        localize(a.model, a.gallery, a.queries, a.out, a.top_k, a.index, a.search, a.device, a.batch_size,
+                 a.threads, a.gallery_split, a.query_split)
     elif c == "summary":
         pipeline.summary_stage(a.metrics, a.out)
     elif c == "plots":

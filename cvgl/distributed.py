@@ -8,7 +8,7 @@ processes train as one job on the single-process run's global batch:
   generator and keeps its own rows (`local_rows`): the inputs are exactly those of one process;
 - each rank encodes its rows; the embeddings are gathered with gradients (`gather_rows`) and every rank computes
   the contrastive loss over the global batch, so the negatives do not depend on the number of GPUs (the official
-  code's per-GPU negatives are method.md §9.8);
+  code's per-GPU negatives are docs/method.md §9.8);
 - BatchNorm layers normalise with global-batch statistics: SyncBatchNorm on CUDA; on CPU, where SyncBatchNorm
   refuses gloo, `GlobalBatchNorm` normalises the gathered features;
 - DistributedDataParallel averages the gradients.
@@ -21,7 +21,8 @@ argument (both BatchNorm paths back-propagate through the global mean and varian
 
 Only rank 0 writes checkpoints and prints progress; every rank resumes from the same `.state` file. Pseudo labels
 (mutual matching, margins) are not computed here: they are a separate rule run once, by one process, on the
-previous round's embeddings, never once per rank (the official code's redundant per-rank matching, method.md §9.13).
+previous round's embeddings, never once per rank (the official code's redundant per-rank matching,
+docs/method.md §9.13).
 """
 
 from __future__ import annotations

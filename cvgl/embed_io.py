@@ -36,9 +36,15 @@ def _shard_table(ids: list[str], emb: np.ndarray) -> pa.Table:
     return pa.table({"image_id": pa.array(ids, type=pa.string()), "embedding": embedding})
 
 
+#: The most bytes of embeddings one shard holds: wide rows (the prior's pixel descriptors) get fewer per shard,
+#: so reading or writing one never needs more than this at once.
+SHARD_BYTES = 256 * 2**20
+
+
 def write_embedding_shards(ids: Sequence[str], emb: np.ndarray, out_dir: Path, prefix: str,
                            max_rows: int = 50_000) -> list[Path]:
-    """Write `emb` (rows in the order of `ids`) as shards of at most `max_rows` rows; return their paths.
+    """Write `emb` (rows in the order of `ids`) as shards of at most `max_rows` rows and `SHARD_BYTES` bytes;
+    return their paths.
 
     Each shard is written atomically. At least one shard is written (an empty one for zero rows, which still
     records the dimension). Shards of the same prefix left by an earlier, larger write are removed, so a reader
@@ -52,6 +58,7 @@ def write_embedding_shards(ids: Sequence[str], emb: np.ndarray, out_dir: Path, p
         raise ValueError(f"{prefix}: embeddings have dimension 0")
     if max_rows < 1:
         raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    max_rows = max(1, min(max_rows, SHARD_BYTES // (4 * emb.shape[1])))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -109,7 +116,7 @@ def read_embeddings(paths_or_dir: Path | str | Iterable[Path | str],
     if not paths:
         raise ValueError("read_embeddings: no shard paths given")
     ids: list[str] = []
-    blocks = []
+    blocks: list[np.ndarray] = []
     for path in paths:
         shard_ids, shard_emb = _read_shard(path)
         if blocks and shard_emb.shape[1] != blocks[0].shape[1]:
@@ -123,4 +130,14 @@ def read_embeddings(paths_or_dir: Path | str | Iterable[Path | str],
     duplicated = all_ids[1:][all_ids[1:] == all_ids[:-1]]
     if len(duplicated):
         raise ValueError(f"duplicate image id {duplicated[0]!r} in embedding shards {[str(p) for p in paths]}")
-    return all_ids, np.concatenate(blocks)[order]
+    # One output array filled shard by shard (no concatenated copy), reordered only when the shards were not
+    # already in id order: peak memory about one copy of the embeddings, not three.
+    out = np.empty((len(all_ids), blocks[0].shape[1]), dtype=np.float32)
+    start = 0
+    while blocks:
+        block = blocks.pop(0)
+        out[start:start + len(block)] = block
+        start += len(block)
+    if np.any(order != np.arange(len(order))):
+        out = out[order]
+    return all_ids, out

@@ -1,6 +1,6 @@
 """Spherical-transform projection of ground panoramas onto the ground plane (bird's-eye view, BEV).
 
-Implements method.md §2.1 (CVUSA panorama completion) and §2.2 (virtual downward pinhole camera at the
+Implements docs/method.md §2.1 (CVUSA panorama completion) and §2.2 (virtual downward pinhole camera at the
 panorama centre). Conventions, shared by the synthetic renderer so that its images line up exactly:
 
 * BEV up = panorama centre column = north; BEV right = column 3W/4 = east; columns 0 and W-1 face south.
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: Raw CVUSA band width and the official upward shift of the band (pixels at that width), method.md §2.1.
+#: Raw CVUSA band width and the official upward shift of the band (pixels at that width), docs/method.md §2.1.
 CVUSA_RAW_WIDTH = 1232
 CVUSA_RAW_HEIGHT = 224
 CVUSA_BAND_SHIFT_PX = 20.0

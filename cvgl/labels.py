@@ -1,4 +1,4 @@
-"""Adaptive Mutual Matching (method.md §5): pseudo pairs from mutual nearest neighbours and a margin curriculum.
+"""Adaptive Mutual Matching (docs/method.md §5): pseudo pairs from mutual nearest neighbours and a margin curriculum.
 
 A ground image g gets its top-1 satellite a*(g). The pair is kept when it is mutual (g is also that satellite's
 top-1 ground) and confident (top-1 minus top-2 similarity >= a threshold that relaxes over the self-training
@@ -25,7 +25,7 @@ import torch
 from cvgl.index import as_embedding_matrix, build_index, similarity_blocks
 from cvgl.io import atomic_path, reading
 
-# The labels.parquet schema (design.md). Writing through a fixed arrow schema keeps the dtypes (float32,
+# The labels.parquet schema (docs/architecture.md). Writing through a fixed arrow schema keeps the dtypes (float32,
 # nullable bool) and makes the file bytes depend only on the values.
 LABEL_SCHEMA = pa.schema([
     ("ground_id", pa.string()),

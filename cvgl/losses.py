@@ -1,4 +1,4 @@
-"""Symmetric InfoNCE with label smoothing, and the "unlabeled-as-negative" variant (method.md §3.2)."""
+"""Symmetric InfoNCE with label smoothing, and the "unlabeled-as-negative" variant (docs/method.md §3.2)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Encoders: any timm backbone by name + a pooling head, L2-normalised embeddings (method.md §3.1).
+"""Encoders: any timm backbone by name + a pooling head, L2-normalised embeddings (docs/method.md §3.1).
 
 The ground and satellite branches are separate encoders by default (as in UCVGL); the learnable logit scale
-(temperature) lives in the model so it is saved in every checkpoint (fixing method.md §9.6).
+(temperature) lives in the model so it is saved in every checkpoint (fixing docs/method.md §9.6).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class GeM(nn.Module):
 
 
 class SAFA(nn.Module):
-    """Spatial-aware feature aggregation (Shi et al. 2019), the head UCVGL uses (method.md §3.1).
+    """Spatial-aware feature aggregation (Shi et al. 2019), the head UCVGL uses (docs/method.md §3.1).
 
     K spatial weight maps are predicted from the channel-wise max of the feature map by K two-layer linear
     maps hw -> hw/2 -> hw; the descriptor is the feature map weighted by each map, so it keeps the layout

@@ -6,6 +6,7 @@ imports Snakemake, so every stage runs and is tested on its own.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +46,8 @@ from cvgl.labels import (
     read_label_table,
     write_label_table,
 )
-from cvgl.metrics import format_count, format_percent, hit_rate, recall_at_k, retrieval_ranks
+from cvgl.localize import retrieval_table
+from cvgl.metrics import distance_metrics, format_count, format_percent, hit_rate, ranked_retrievals, recall_at_k
 from cvgl.models import autocast_dtype, resolve_device
 from cvgl.prior import exact_matches, read_prior
 from cvgl.train import (
@@ -189,7 +191,7 @@ def cross_view_train(cfg: dict[str, Any], init: Path | None, ground_cache: Path,
                      out: Path) -> None:
     """Cold start, part 2: (panorama, its own translated projection) pairs; writes the round-0 model.
 
-    Without `translated_dir` the satellite side is the panorama itself, resized (ablation a, method.md §13).
+    Without `translated_dir` the satellite side is the panorama itself, resized (ablation a, docs/method.md §13).
     With 0 epochs the init model (or a fresh one) becomes round 0 (ablation d).
     """
     device = resolve(cfg)
@@ -318,8 +320,14 @@ def diagnose_stage(matches_path: Path, manifest_dir: Path, out: Path) -> None:
 
 
 def evaluate_stage(embeddings_dir: Path, manifest_dir: Path, round_index: int, labels_path: Path | None,
-                   out: Path, model_path: Path | None = None) -> dict[str, Any]:
-    """Recall@K of the test panoramas against every test tile, plus the round's pseudo-label counts."""
+                   out: Path, model_path: Path | None = None, top_k: int = 10,
+                   radii_m: tuple[float, ...] = (25.0, 50.0, 100.0)) -> dict[str, Any]:
+    """Recall@K of the test panoramas against every test tile, plus the round's pseudo-label counts.
+
+    Also writes `retrievals.parquet` beside `out`: per test panorama the rank of its true tile, its `top_k`
+    tiles and scores and, where the manifest has coordinates, the top-1's distance (then `R@<r>m` for each of
+    `radii_m` and the median top-1 error join the metrics).
+    """
     q_ids, query = read_embeddings(embeddings_dir, "ground")
     r_ids, reference = read_embeddings(embeddings_dir, "satellite")
     truth = read_truth(manifest_dir)
@@ -329,9 +337,13 @@ def evaluate_stage(embeddings_dir: Path, manifest_dir: Path, round_index: int, l
     if missing:
         raise ValueError(f"{manifest_dir}/truth.parquet: no test satellite for {len(missing)} test panoramas")
     positive = np.array([r_row[pos[q]] for q in q_ids])
-    ranks = retrieval_ranks(query, reference, positive)
+    top, scores, ranks = ranked_retrievals(query, reference, top_k, positive)
+    assert ranks is not None
+    table = retrieval_table(q_ids, r_ids, top, scores, ranks, read_images(manifest_dir))
+    write_parquet(table, Path(out).with_name("retrievals.parquet"))
     metrics: dict[str, Any] = {"round": round_index, "queries": len(q_ids), "gallery": len(r_ids)}
     metrics.update(recall_at_k(ranks, len(r_ids)))
+    metrics.update(distance_metrics(table["top1_distance_m"].to_numpy(), radii_m))
     semi = truth[truth.kind == "semi_positive"]
     if len(semi):  # VIGOR: the hit rate beside R@K
         by_ground = semi[semi.satellite_id.isin(r_row.keys())].groupby("ground_id").satellite_id.agg(list)
@@ -360,9 +372,12 @@ SUMMARY_COLUMNS = ["round", "R@1", "R@5", "R@10", "R@1%", "hit_rate", "labels_ke
 
 
 def summary_stage(metrics_paths: list[Path], out: Path) -> pd.DataFrame:
-    """One row per round: recalls and pseudo-label counts/precision; also printed as a table."""
+    """One row per round: recalls, distance recalls where coordinates exist, and pseudo-label counts/precision;
+    also printed as a table."""
     rows = [read_json(p, "metrics file") for p in metrics_paths]
-    df = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS).sort_values("round").reset_index(drop=True)
+    distance = sorted({k for r in rows for k in r if re.fullmatch(r"R@[\d.]+m", k)}, key=lambda k: float(k[2:-1]))
+    distance += ["median_error_m"] if any("median_error_m" in r for r in rows) else []
+    df = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS + distance).sort_values("round").reset_index(drop=True)
     if df["hit_rate"].isna().all():  # only VIGOR-style truth (semi-positives) has a hit rate
         df = df.drop(columns="hit_rate")
     _write_csv(df, out)
@@ -377,11 +392,15 @@ def _write_csv(df: pd.DataFrame, out: Path) -> None:
 
 def format_summary(df: pd.DataFrame) -> str:
     """A terminal table: recalls in percent, label counts and precision per round."""
+    distance = [c for c in df.columns if re.fullmatch(r"R@[\d.]+m", c)]
     lines = [f"{'round':>5} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'R@1%':>6} {'kept':>6} {'correct':>7} "
-             f"{'prec':>6} {'cover':>6}"]
+             f"{'prec':>6} {'cover':>6}" + "".join(f" {c:>7}" for c in distance)
+             + (f" {'median':>8}" if "median_error_m" in df.columns else "")]
     for r in df.to_dict("records"):
         recalls = " ".join(f"{100 * r[k]:6.2f}" for k in ("R@1", "R@5", "R@10", "R@1%"))
         lines.append(f"{int(r['round']):>5} {recalls} {format_count(r['labels_kept']):>6} "
                      f"{format_count(r['labels_correct']):>7} {format_percent(r['labels_precision']):>6} "
-                     f"{format_percent(r['labels_coverage']):>6}")
+                     f"{format_percent(r['labels_coverage']):>6}"
+                     + "".join(f" {format_percent(r[c], 2):>7}" for c in distance)
+                     + (f" {r['median_error_m']:7.1f}m" if "median_error_m" in df.columns else ""))
     return "\n".join(lines)

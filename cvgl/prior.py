@@ -16,7 +16,7 @@ correlation (``correlation``: one matrix product, which a CPU runs ~20-30x faste
 so the prior stays affordable at CVUSA's size without a GPU). It reads only images, never the truth.
 
 On the default synthetic world, w = 2 turns the default cold start's first labels from 19 correct of 76 kept
-(25 %) into 80 of 115 (70 %), and a 40-epoch cold start's from 68 of 105 (65 %) into 77 of 94 (82 %) (README,
+(25 %) into 80 of 115 (70 %), and a 40-epoch cold start's from 68 of 105 (65 %) into 77 of 94 (82 %) (docs/results.md,
 "the projection prior"). Either metric costs an O(N x M x D) pass per round (D = 3 x the disc's pixels at
 ``labels.prior_size``) plus a second pass of the network similarities for sigma, cheap for thousands of images,
 minutes on a GPU for CVUSA's 35,532 pairs.
@@ -43,15 +43,15 @@ def pixel_descriptors(images: np.ndarray, size: int, radius: float | None, batch
     """(N, 3 * P) float32: each image resized to `size` x `size`, its P pixels on the centre disc of `radius`
     (fraction of half the side; None = the whole image), standardised per image and channel."""
     keep = (centre_disc((size, size), radius) if radius else torch.ones(size, size)).bool()
-    out = []
+    out = np.empty((len(images), 3 * int(keep.sum())), np.float32)  # filled in place: no list + concatenated copy
     for start in range(0, len(images), batch):
         x = torch.from_numpy(np.array(images[start:start + batch])).permute(0, 3, 1, 2).float()
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = x[:, :, keep]
         x = (x - x.mean(dim=2, keepdim=True)) / (x.std(dim=2, keepdim=True) + 1e-6)
-        out.append(x.reshape(len(x), -1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 3 * int(keep.sum())), np.float32)
+        out[start:start + len(x)] = x.reshape(len(x), -1).numpy()
+    return out
 
 
 def prior_stage(projected_dir: Path, satellite_cache: Path, size: int, radius: float | None, out: Path,

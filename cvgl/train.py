@@ -1,4 +1,4 @@
-"""Training loops: intra-view, cross-view (cold start) and pseudo-pair rounds (method.md §4, §10).
+"""Training loops: intra-view, cross-view (cold start) and pseudo-pair rounds (docs/method.md §4, §10).
 
 All loops share `fit`: one cosine learning-rate schedule per stage, a checkpoint of the complete state after
 every epoch (atomic), and resume from the last complete epoch. Batches and augmentations come from a
@@ -60,7 +60,7 @@ def setup_torch(threads: int, seed: int) -> None:
 
 
 def cosine_factor(progress: float) -> float:
-    """The per-epoch cosine schedule of method.md §3.4: (1 + cos(pi * progress)) / 2, progress = e / E."""
+    """The per-epoch cosine schedule of docs/method.md §3.4: (1 + cos(pi * progress)) / 2, progress = e / E."""
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -293,7 +293,7 @@ def distinct_batches(keys: np.ndarray, batch: int, gen: torch.Generator) -> list
 
 def intra_view_stage(model: CrossViewModel | torch.nn.Module, ground: np.ndarray, satellite: np.ndarray,
                      cfg: dict[str, Any], device: torch.device) -> Stage:
-    """Two augmented views of the same image are a positive pair, within each view (method.md §4, stage 1).
+    """Two augmented views of the same image are a positive pair, within each view (docs/method.md §4, stage 1).
 
     `model` is the model or, across processes, its `cvgl.distributed.training_network`.
     """
@@ -380,7 +380,7 @@ class EpochPairs:
 
 def pseudo_pairs(labels: pd.DataFrame, ground_ids: np.ndarray, satellite_ids: np.ndarray,
                  labeled_ratio: float, gen: torch.Generator) -> EpochPairs:
-    """Pair every train ground for one epoch from a label table (method.md §5.3, §10 steps 4-5, bugs fixed).
+    """Pair every train ground for one epoch from a label table (docs/method.md §5.3, §10 steps 4-5, bugs fixed).
 
     Kept rows (pseudo or labeled) are positives. If fewer than `labeled_ratio * N` grounds carry a label,
     only those pairs are used. Otherwise every other ground is paired with a satellite that no kept pair uses,
@@ -426,7 +426,7 @@ def mixed_epoch(pairs: EpochPairs, n_satellites: int, n: int, share: float, gen:
 def round_stage(model: CrossViewModel, ground: np.ndarray, satellite: np.ndarray, ground_ids: np.ndarray,
                 satellite_ids: np.ndarray, labels: pd.DataFrame, cfg: dict[str, Any], device: torch.device,
                 round_index: int, fake: np.ndarray | None = None) -> Stage:
-    """A self-training round: pseudo (and labeled) pairs, unlabeled images as negatives (method.md §10).
+    """A self-training round: pseudo (and labeled) pairs, unlabeled images as negatives (docs/method.md §10).
 
     With `fake` (each train panorama's translated projection, rows aligned with `ground`), the cold start's
     self-made pairs stay in every epoch beside the pseudo pairs: they anchor the model while the few, noisy

@@ -13,6 +13,8 @@ from cvgl.data.vigor import CITIES
 #: Random draws of the CVACT and VIGOR fixtures (one stream, as the adapter tests have always drawn them).
 RNG = np.random.default_rng(0)
 ALPHABET = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"))
+#: Centre of the CVACT fixture's `utm` (easting, northing): Canberra in UTM zone 55 south, like the release.
+CVACT_UTM = (692_000.0, 6_092_000.0)
 
 
 def write_cvusa_fixture(root: Path, n_train: int = 8, n_test: int = 4, pano_hw: tuple[int, int] = (32, 176),
@@ -66,7 +68,7 @@ def write_cvact_fixture(root: Path, n_train: int = 6, n_val: int = 3, n_unused: 
         # field #1 (the count) is read by no adapter; field #2 is the 1-based index vector
         "trainSet": {"trainNum": float(n_train), "trainInd": col("train")},
         "valSet": {"valNum": float(n_val), "valInd": col("test")},
-        "utm": RNG.normal(size=(n_all, 2)) * 1000,
+        "utm": np.asarray(CVACT_UTM) + RNG.normal(size=(n_all, 2)) * 1000,  # around Canberra, zone 55 south
     }
     if test_full:
         mat["valSetAll"] = {"valNum": float(test_full), "valInd": col("test_full")}

@@ -1,4 +1,5 @@
-"""CVUSA, CVACT and VIGOR adapters on tiny fixtures in the published layouts, including bad data.
+"""CVUSA, CVACT and VIGOR adapters on tiny fixtures in the published layouts, including bad data and each
+image's coordinates.
 
 Fixtures use the real file names and split formats (ACT_data.mat written with scipy the way MATLAB stores it:
 `panoIds` a char matrix, `trainSet`/`valSet` 1x1 structs whose index fields are 1-based double column vectors).
@@ -7,6 +8,7 @@ Fixtures use the real file names and split formats (ACT_data.mat written with sc
 from __future__ import annotations
 
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from cvgl.data.cvact import build_cvact_manifests
 from cvgl.data.cvusa import build_cvusa_manifests
 from cvgl.data.manifest import Manifests, read_images, read_truth, write_manifests
 from cvgl.data.vigor import build_vigor_manifests
+from cvgl.geo import haversine_m
 from tests.fixtures import (
     random_image,
     vigor_tile_name,
@@ -98,6 +101,7 @@ def test_cvact_v73_read_with_h5py(tmp_path: Path) -> None:
     h5py = pytest.importorskip("h5py")
     root = tmp_path / "CVACT"
     split_ids = write_cvact_fixture(root)
+    v5 = build_cvact_manifests(root, gt_ratio=0.0, seed=0)
     mat = sio.loadmat(root / "ACT_data.mat", squeeze_me=True, struct_as_record=False)
     ids = [str(s).strip() for s in mat["panoIds"]]
     (root / "ACT_data.mat").unlink()
@@ -109,11 +113,13 @@ def test_cvact_v73_read_with_h5py(tmp_path: Path) -> None:
             g = f.create_group(name)
             g.attrs["MATLAB_class"] = np.bytes_(b"struct")
             g.create_dataset(field, data=getattr(mat[name], field).reshape(1, -1).astype(np.float64))
+        f.create_dataset("utm", data=mat["utm"].T).attrs["MATLAB_class"] = np.bytes_(b"double")  # N x 2 -> (2, N)
     with open(root / "ACT_data.mat", "r+b") as fh:
         fh.write(b"MATLAB 7.3 MAT-file".ljust(116, b" ") + b"\0" * 8 + b"\x00\x02IM")
     m = build_cvact_manifests(root, gt_ratio=0.0, seed=0)
     assert {p.split("/")[1].split("_grdView")[0] for p in m.images[m.images.view == "ground"].path} == \
         set(split_ids["train"]) | set(split_ids["test"])
+    pd.testing.assert_frame_equal(m.images, v5.images)  # utm read back in MATLAB's shape: the same coordinates
 
 
 def test_cvact_bad_entries_raise_or_skip(tmp_path: Path) -> None:
@@ -381,3 +387,162 @@ def test_repeated_image_is_a_bad_row(tmp_path: Path) -> None:
         build_cvusa_manifests(root, gt_ratio=0.0, seed=0)
     m = build_cvusa_manifests(root, gt_ratio=0.0, seed=0, strict=False)
     assert len(m.skipped) == 1 and m.images.image_id.is_unique
+
+
+# ----------------------------------------------------------------------------------------------- coordinates
+
+#: UTM zone 55 south grid position of (45 S, 147 E), on the central meridian: northing = 10,000 km minus the
+#: scaled meridian arc (0.9996 x 4,984,944.378 m from the equator to 45 degrees on WGS84).
+S45_E147_UTM = (500_000.0, 10_000_000.0 - 0.9996 * 4_984_944.378)
+
+
+def _written_images(m: Manifests, out: Path) -> pd.DataFrame:
+    write_manifests(m, out)
+    images = read_images(out)
+    assert list(images.columns[:6]) == ["image_id", "view", "split", "path", "lat", "lon"]
+    assert images.lat.dtype == np.float64 and images.lon.dtype == np.float64
+    return images
+
+
+def test_cvact_coordinates_are_the_converted_utm(tmp_path: Path) -> None:
+    root = tmp_path / "CVACT"
+    split_ids = write_cvact_fixture(root)
+    mat = sio.loadmat(root / "ACT_data.mat", squeeze_me=True, struct_as_record=False)
+    ids = [str(s).strip() for s in mat["panoIds"]]
+    known = split_ids["train"][0]
+    mat = sio.loadmat(root / "ACT_data.mat")
+    mat["utm"][ids.index(known)] = S45_E147_UTM
+    sio.savemat(root / "ACT_data.mat", {k: v for k, v in mat.items() if not k.startswith("__")})
+    m = build_cvact_manifests(root, gt_ratio=0.0, seed=0)
+    images = _written_images(m, tmp_path / "manifest").set_index("path")
+    ground = images.loc[f"streetview/{known}_grdView.jpg"]
+    assert ground.lat == pytest.approx(-45.0, abs=1e-8) and ground.lon == pytest.approx(147.0, abs=1e-8)
+    # every image is placed, around Canberra, and a tile shares its panorama's location
+    assert images.lat.notna().all() and images.lon.notna().all()
+    others = images.drop([ground.name, f"satview_polish/{known}_satView_polish.jpg"])
+    assert others.lat.between(-35.4, -35.2).all() and others.lon.between(149.0, 149.2).all()
+    for pid in split_ids["train"] + split_ids["test"]:
+        g, s = images.loc[f"streetview/{pid}_grdView.jpg"], images.loc[f"satview_polish/{pid}_satView_polish.jpg"]
+        assert (g.lat, g.lon) == (s.lat, s.lon)
+    # grid metres are ground metres (UTM scale ~1.00005 here), up to the sphere's haversine vs the ellipsoid (<0.5 %)
+    a, b = (m.images.set_index("path").loc[f"streetview/{p}_grdView.jpg"] for p in split_ids["test"][:2])
+    utm = {p: mat["utm"][ids.index(p)] for p in split_ids["test"][:2]}
+    grid = float(np.hypot(*(utm[split_ids["test"][0]] - utm[split_ids["test"][1]])))
+    assert haversine_m(a.lat, a.lon, b.lat, b.lon) == pytest.approx(grid, rel=5e-3)
+    # the zone is a parameter: one zone east moves the same grid numbers 6 degrees east
+    east = build_cvact_manifests(root, gt_ratio=0.0, seed=0, utm_zone=56).images.set_index("path")
+    assert east.loc[ground.name].lon == pytest.approx(153.0, abs=1e-8)
+    north = build_cvact_manifests(root, gt_ratio=0.0, seed=0, utm_south=False).images.set_index("path")
+    assert north.loc[ground.name].lon == pytest.approx(147.0, abs=1e-8) and (north.lat > 0).all()
+
+
+def test_cvact_utm_absent_or_misshapen(tmp_path: Path) -> None:
+    root = tmp_path / "CVACT"
+    write_cvact_fixture(root)
+    mat = sio.loadmat(root / "ACT_data.mat")
+    fields = {k: v for k, v in mat.items() if not k.startswith("__")}
+    sio.savemat(root / "ACT_data.mat", {**fields, "utm": fields["utm"][:-1]})
+    for strict in (True, False):  # a shifted matrix would misplace every image: never skipped
+        with pytest.raises(ValueError, match=r"ACT_data\.mat: field 'utm' has shape \(10, 2\), expected \(11, 2\)"):
+            build_cvact_manifests(root, gt_ratio=0.0, seed=0, strict=strict)
+    sio.savemat(root / "ACT_data.mat", {k: v for k, v in fields.items() if k != "utm"})
+    images = _written_images(build_cvact_manifests(root, gt_ratio=0.0, seed=0), tmp_path / "manifest")
+    assert len(images) == 18 and images.lat.isna().all() and images.lon.isna().all()
+
+
+def test_vigor_coordinates_are_the_ones_in_the_names(tmp_path: Path) -> None:
+    root = tmp_path / "VIGOR"
+    rows = write_vigor_fixture(root, cities=("Chicago", "Seattle"), n_tiles=5)
+    m = build_vigor_manifests(root, gt_ratio=0.0, seed=0, cities=("Chicago", "Seattle"))
+    images = _written_images(m, tmp_path / "manifest")
+    assert list(images.columns) == ["image_id", "view", "split", "path", "lat", "lon", "city"]
+    # the fixture writes tile k of city i at (40+i).00000k, -(80+i).00000k, panorama j at the same with j
+    expected = {}
+    for ci, city in enumerate(rows):
+        expected |= {f"{city}/satellite/{vigor_tile_name(ci, k)}": (40 + ci + k * 1e-6, -80 - ci - k * 1e-6)
+                     for k in range(5)}
+        expected |= {f"{city}/panorama/{r[0]}": (40 + ci + j * 1e-6, -80 - ci - j * 1e-6)
+                     for s in rows[city].values() for j, r in enumerate(s)}
+    got = {p: (la, lo) for p, la, lo in zip(images.path, images.lat, images.lon, strict=True)}
+    assert got.keys() == expected.keys()
+    assert all(np.allclose(got[p], expected[p], rtol=0, atol=1e-9) for p in got)
+    assert m.images.lat.dtype == np.float64  # in memory too, not only once written
+
+
+def test_vigor_malformed_coordinates_are_bad_entries(tmp_path: Path) -> None:
+    root = tmp_path / "VIGOR"
+    write_vigor_fixture(root, cities=("Chicago",), n_tiles=40, n_test=6)
+    kw = {"gt_ratio": 0.0, "seed": 0, "cities": ("Chicago",)}
+    train = root / "splits" / "Chicago" / "same_area_balanced_train.txt"
+    lines = train.read_text().splitlines()
+    pano = lines[2].split()[0]
+    broken = pano.replace(",40.", ",4O.")  # letter O for zero
+    (root / "Chicago" / "panorama" / pano).rename(root / "Chicago" / "panorama" / broken)
+    lines[2] = lines[2].replace(pano, broken)
+    train.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"same_area_balanced_train\.txt:3: panorama name {re.escape(broken)}: "
+                                         r"coordinates '4O\.000002', '-80\.000002' are not numbers"):
+        build_vigor_manifests(root, **kw)
+    m = build_vigor_manifests(root, strict=False, **kw)
+    assert m.skipped[["file", "line"]].values.tolist() == [["splits/Chicago/same_area_balanced_train.txt", 3]]
+    assert broken not in set(m.images.path.str.rsplit("/", n=1).str[-1])
+    # a tile name without coordinates, and one out of range: the tile goes, and every panorama that needs it
+    sat_list = root / "splits" / "Chicago" / "satellite_list.txt"
+    tiles = sat_list.read_text().split()
+    for k, name in ((1, "satellite_41.5.png"), (2, "satellite_95.0_-80.0.png")):
+        (root / "Chicago" / "satellite" / tiles[k]).rename(root / "Chicago" / "satellite" / name)
+        for f in (root / "splits" / "Chicago").glob("*.txt"):
+            f.write_text(f.read_text().replace(tiles[k], name))
+    with pytest.raises(ValueError, match=r"satellite_list\.txt:2: tile name satellite_41\.5\.png is not "
+                                         r"satellite_<lat>_<lon>\.png"):
+        build_vigor_manifests(root, **kw)
+    m = build_vigor_manifests(root, strict=False, **kw)
+    bad_tiles = m.skipped[m.skipped.file == "splits/Chicago/satellite_list.txt"]
+    assert bad_tiles.line.tolist() == [2, 3] and "is not a latitude in [-90, 90]" in bad_tiles.reason.iloc[1]
+    assert not m.images.path.str.contains("satellite_41.5.png|satellite_95.0", regex=True).any()
+    assert m.images.lat.notna().all()
+
+
+def _write_gps_table(root: Path, n: int) -> list[tuple[float, float, float, float]]:
+    """CVUSA's split_locations/all.csv for ids 1..n: satellite lat, lon, ground lat, lon, and a fifth field."""
+    rows = [(38.0 + i / 1000, -97.0 - i / 1000, 38.0 + i / 1000 + 1e-5, -97.0 - i / 1000 - 2e-5) for i in range(n)]
+    (root / "split_locations").mkdir(exist_ok=True)
+    (root / "split_locations" / "all.csv").write_text("".join(",".join(map(str, r)) + ",0\n" for r in rows))
+    return rows
+
+
+def test_cvusa_coordinates_are_nan_without_the_gps_table(tmp_path: Path) -> None:
+    root = tmp_path / "CVUSA"
+    write_cvusa_fixture(root, n_train=3, n_test=2, pano_hw=(8, 16), tile=8)
+    m = build_cvusa_manifests(root, gt_ratio=0.0, seed=0)
+    assert m.images.lat.isna().all() and m.images.lon.isna().all() and m.images.lat.dtype == np.float64
+    images = _written_images(m, tmp_path / "manifest")
+    assert images.lat.isna().all() and images.lon.isna().all()
+    # no coordinates given at all (a hand-made Manifests): write_manifests still writes the columns, as NaN
+    bare = Manifests(m.images.drop(columns=["lat", "lon"]), m.truth, m.labeled)
+    assert _written_images(bare, tmp_path / "bare").equals(images)
+    written = [(tmp_path / d / "images.parquet").read_bytes() for d in ("bare", "manifest")]
+    assert written[0] == written[1]
+
+
+def test_cvusa_coordinates_from_the_gps_table(tmp_path: Path) -> None:
+    root = tmp_path / "CVUSA"
+    write_cvusa_fixture(root, n_train=3, n_test=2, pano_hw=(8, 16), tile=8)
+    gps = _write_gps_table(root, 5)
+    images = _written_images(build_cvusa_manifests(root, gt_ratio=0.0, seed=0), tmp_path / "manifest")
+    for path, lat, lon in zip(images.path, images.lat, images.lon, strict=True):
+        s_lat, s_lon, g_lat, g_lon = gps[int(Path(path).stem) - 1]  # row = id - 1
+        assert (lat, lon) == ((s_lat, s_lon) if path.startswith("bingmap/") else (g_lat, g_lon))
+    # a row that does not parse, and an id past the table's end: bad entries, named by file and line
+    table = root / "split_locations" / "all.csv"
+    lines = table.read_text().splitlines()
+    lines[1] = "38.1,not-a-number,38.1,-97.1,0"
+    table.write_text("\n".join(lines[:4]) + "\n")
+    with pytest.raises(ValueError, match=r"all\.csv:2: coordinates .* are not numbers \(the coordinates of "
+                                         r"bingmap/19/0000002\.jpg, listed at train-19zl\.csv:2\)"):
+        build_cvusa_manifests(root, gt_ratio=0.0, seed=0)
+    m = build_cvusa_manifests(root, gt_ratio=0.0, seed=0, strict=False)
+    assert m.skipped[["file", "line"]].values.tolist() == [["split_locations/all.csv", 2],
+                                                           ["splits/val-19zl.csv", 2]]
+    assert "id 5 of bingmap/19/0000005.jpg has no row in split_locations/all.csv (4 rows)" in m.skipped.reason.iloc[1]
+    assert len(m.images) == 6 and m.images.lat.notna().all()

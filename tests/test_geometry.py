@@ -1,4 +1,4 @@
-"""The BEV projection of method.md §2.1-2.2: constants, conventions, and that a flat world's projection is
+"""The BEV projection of docs/method.md §2.1-2.2: constants, conventions, and that a flat world's projection is
 its satellite tile."""
 
 import dataclasses

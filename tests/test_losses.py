@@ -1,4 +1,4 @@
-"""InfoNCE and its unlabeled-as-negative variant against hand computations (method.md §3.2)."""
+"""InfoNCE and its unlabeled-as-negative variant against hand computations (docs/method.md §3.2)."""
 
 from __future__ import annotations
 

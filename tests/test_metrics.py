@@ -1,4 +1,4 @@
-"""Retrieval ranks and Recall@K against numbers worked out by hand (method.md §6)."""
+"""Retrieval ranks and Recall@K against numbers worked out by hand (docs/method.md §6)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The synthetic world written in the CVACT and VIGOR layouts is read by the matching adapters; the CVUSA output
-of the default layout is unchanged."""
+"""The synthetic world written in the CVACT and VIGOR layouts is read by the matching adapters, coordinates
+included; the CVUSA output of the default layout is unchanged."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ from PIL import Image
 
 from cvgl.data import synth_layouts
 from cvgl.data.cvact import build_cvact_manifests
+from cvgl.data.cvusa import build_cvusa_manifests
 from cvgl.data.synth import (
     METRES_PER_DEG_LAT,
+    ORIGIN_LAT,
+    ORIGIN_LON,
     SynthConfig,
     synth_config_from_dict,
     write_synthetic,
@@ -29,6 +32,7 @@ from cvgl.data.synth_layouts import VIGOR_ANCHORS, vigor_tiles_of
 from cvgl.data.synth_render import RenderSpec, ground_pyramid, render_panorama, render_tile
 from cvgl.data.synth_world import flat_world, value_noise
 from cvgl.data.vigor import build_vigor_manifests
+from cvgl.geo import haversine_m
 from cvgl.geometry import project_to_bev
 
 TINY = SynthConfig(train_locations=5, test_locations=3, tile_size=32, pano_width=64)
@@ -96,6 +100,23 @@ def test_cvact_mat_has_the_release_structure(cvact):
     assert (split[train.astype(int) - 1] == "train").all() and (split[val.astype(int) - 1] == "test").all()
     gap = np.linalg.norm(xy[split == "train"][:, None] - xy[split == "test"][None], axis=-1).min()
     assert gap > 2 * CVACT.tile_half_extent_m  # train and test worlds are disjoint
+
+
+def test_cvact_coordinates_read_back_from_utm(cvact):
+    """The synthetic `utm` (Canberra, zone 55 south) comes back as lat/lon whose distances are the world's metres;
+    a tile sits exactly on its panorama."""
+    m = build_cvact_manifests(cvact, gt_ratio=0.0, seed=0)
+    images = m.images.set_index("image_id")
+    assert images.lat.notna().all() and images.lat.between(-35.5, -35.0).all() and images.lon.between(149, 149.4).all()
+    g, s = images.loc[m.truth.ground_id], images.loc[m.truth.satellite_id]
+    assert np.array_equal(g.lat, s.lat) and np.array_equal(g.lon, s.lon)
+    with (cvact / "locations.csv").open() as fh:
+        xy = {r["pano_id"]: (float(r["x_m"]), float(r["y_m"])) for r in csv.DictReader(fh)}
+    pos = np.array([xy[re.search(r"/(.+)_grdView", p).group(1)] for p in g.path])
+    metric = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    great_circle = haversine_m(g.lat.to_numpy()[:, None], g.lon.to_numpy()[:, None], g.lat.to_numpy()[None],
+                               g.lon.to_numpy()[None])
+    assert metric.max() > 100 and np.allclose(great_circle, metric, rtol=5e-3, atol=0.5)
 
 
 # ----------------------------------------------------------------------------------------------------- VIGOR
@@ -166,6 +187,27 @@ def test_vigor_split_files_and_offsets(vigor):
             assert dist == sorted(dist)
 
 
+def test_vigor_coordinates_read_back_from_the_names(vigor):
+    """Each panorama is as far from each of its tiles' centres as the label's pixel offset says: within a quarter
+    tile per axis of its positive, half a tile per axis of a semi-positive."""
+    m = build_vigor_manifests(vigor, gt_ratio=0.0, seed=0, cities=CITIES)
+    images = m.images.set_index("image_id")
+    assert images.lat.notna().all() and images.lon.notna().all()
+    for city, (lat0, lon0) in VIGOR_ANCHORS.items():
+        if city in CITIES:
+            here = images[images.city == city]
+            assert (haversine_m(here.lat, here.lon, lat0, lon0) < 5_000).all()  # around the real city centre
+    g, s = images.loc[m.truth.ground_id], images.loc[m.truth.satellite_id]
+    dist = haversine_m(g.lat.to_numpy(), g.lon.to_numpy(), s.lat.to_numpy(), s.lon.to_numpy())
+    m_per_px = 2 * VIGOR.tile_half_extent_m / VIGOR.tile_size
+    offset_m = m_per_px * np.hypot(m.truth.dx, m.truth.dy).to_numpy()
+    assert np.allclose(dist, offset_m, rtol=1e-2, atol=0.5)
+    stride = VIGOR.tile_half_extent_m  # tile side / 2
+    positive = (m.truth.kind == "positive").to_numpy()
+    assert (dist[positive] <= stride / math.sqrt(2) * 1.01 + 0.5).all()
+    assert (dist[~positive] <= stride * math.sqrt(2) * 1.01 + 0.5).all() and dist[~positive].max() > stride / 2
+
+
 def test_vigor_tiles_of_a_point():
     stride = 10.0
     assert vigor_tiles_of(12.0, 26.0, stride) == [(1, 3), (1, 2), (2, 3), (2, 2)]
@@ -213,6 +255,24 @@ def test_cvusa_output_is_unchanged(tmp_path):
     assert Image.open(tmp_path / "a" / "streetview/panos/0000001.jpg").size == (64, round(64 * 224 / 1232))
     config = json.loads(a["world.json"])["config"]
     assert "layout" not in config and "vigor_cities" not in config and list(config)[-1] == "jpeg_quality"
+
+
+def test_cvusa_coordinates_read_back_from_the_gps_table(tmp_path):
+    """The CVUSA layout's split_locations/all.csv reaches the manifest: distances are the world's metres."""
+    cfg = SynthConfig(train_locations=3, test_locations=2, tile_size=32, pano_width=64)
+    write_synthetic(cfg, tmp_path / "CVUSA", seed=0, progress=False)
+    m = build_cvusa_manifests(tmp_path / "CVUSA", gt_ratio=0.0, seed=0)
+    images = m.images.set_index("image_id")
+    assert (haversine_m(images.lat, images.lon, ORIGIN_LAT, ORIGIN_LON) < 20_000).all()
+    g, s = images.loc[m.truth.ground_id], images.loc[m.truth.satellite_id]
+    assert np.array_equal(g.lat, s.lat) and np.array_equal(g.lon, s.lon)
+    with (tmp_path / "CVUSA" / "locations.csv").open() as fh:
+        xy = {int(r["id"]): (float(r["x_m"]), float(r["y_m"])) for r in csv.DictReader(fh)}
+    pos = np.array([xy[int(Path(p).stem)] for p in g.path])
+    metric = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    great_circle = haversine_m(g.lat.to_numpy()[:, None], g.lon.to_numpy()[:, None], g.lat.to_numpy()[None],
+                               g.lon.to_numpy()[None])
+    assert metric.max() > 100 and np.allclose(great_circle, metric, rtol=5e-3, atol=0.5)
 
 
 def test_layout_config_knobs():

@@ -1,9 +1,9 @@
-"""CVACT adapter (method.md §1.2): `ACT_data.mat` + `streetview/`, `satview_polish/` -> the design's manifests.
+"""CVACT adapter (docs/method.md §1.2): `ACT_data.mat` + `streetview/`, `satview_polish/` -> the design's manifests.
 
 Splits: `train` = `trainSet.trainInd`, `test` = `valSet.valInd` (CVACT_val, the UCVGL evaluation set); both are
 1-based indices into `panoIds`. Files: `streetview/{id}_grdView.jpg` and `satview_polish/{id}_satView_polish.jpg`.
 
-Optional `test_full` (CVACT_test, 92,802 pairs; `include_test=True`). method.md only says it lives in
+Optional `test_full` (CVACT_test, 92,802 pairs; `include_test=True`). docs/method.md only says it lives in
 `ANU_data_test` and that Sample4Geo evaluates on it, so this adapter takes, in order:
 1. an index field in the same .mat: `valSetAll.valInd` (the field the public ACT_data.mat carries for the full
    test set) or `testSet.testInd`; images under `ANU_data_test/{streetview,satview_polish}/` if that folder
@@ -17,6 +17,12 @@ Bad entries (index out of range, repeated image, missing/unreadable file) raise 
 dropped and reported in `Manifests.skipped`, where `line` is the 1-based position in the split's index vector.
 A .mat that is unreadable or lacks a field always raises: skipping it would silently remove a whole split.
 Upstream drops CVACT ids with missing files silently; here that needs `strict=False` and leaves a record.
+
+Coordinates: `utm` (N x 2 easting, northing in metres, one row per `panoIds` entry) is converted to WGS84
+`lat`/`lon` in UTM zone 55 south (Canberra, where CVACT was captured; `utm_zone`/`utm_south` override it). The
+tile is centred on its panorama, so both images of a pair get the panorama's coordinates. A .mat without `utm`
+gives NaN; a `utm` of the wrong shape always raises (a shifted matrix would misplace every image). An id that
+is not in `panoIds` (Sample4Geo's folder listing of CVACT_test) has NaN coordinates.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import numpy as np
 
 from cvgl.data.manifest import Manifests, pair_manifests, scoped_id
 from cvgl.data.strict import BadData, FileChecker, PairEntry, require_splits, usable_pairs
+from cvgl.geo import utm_to_latlon
 
 MAT_FILE = "ACT_data.mat"
 SALT = "cvact"
@@ -38,6 +45,9 @@ SAT_DIR, SAT_SUFFIX = "satview_polish", "_satView_polish.jpg"
 SPLIT_FIELDS = {"train": ("trainSet", "trainInd"), "test": ("valSet", "valInd")}
 TEST_FULL_FIELDS = (("valSetAll", "valInd"), ("testSet", "testInd"))
 TEST_FULL_DIR = "ANU_data_test"
+UTM_FIELD = "utm"
+#: CVACT was captured in Canberra: UTM zone 55, southern hemisphere.
+UTM_ZONE, UTM_SOUTH = 55, True
 
 
 def load_mat(path: Path) -> dict[str, Any]:
@@ -74,7 +84,8 @@ def _load_v73(path: Path) -> dict[str, Any]:
 
 
 def _h5_value(f: Any, node: Any) -> Any:
-    """Decode one MATLAB v7.3 node: struct group -> namespace, char -> str(s), cell -> list, numeric -> 1-D."""
+    """Decode one MATLAB v7.3 node: struct group -> namespace, char -> str(s), cell -> list, numeric vector ->
+    1-D, numeric matrix -> 2-D in MATLAB's (rows, columns) order."""
     import h5py
 
     if isinstance(node, h5py.Group):
@@ -88,6 +99,8 @@ def _h5_value(f: Any, node: Any) -> Any:
         return strings[0] if len(strings) == 1 else np.array(strings, dtype=object)
     if cls == "cell":
         return np.array([_h5_value(f, f[ref]) for ref in np.ravel(data, order="F")], dtype=object)
+    if np.ndim(data) == 2 and min(np.shape(data)) > 1:  # a matrix (utm, N x 2): stored transposed, too
+        return np.asarray(data).T
     return np.ravel(data)
 
 
@@ -178,16 +191,45 @@ def _glob_test_full(root: Path, bad: BadData) -> list[PairEntry]:
                       _join(TEST_FULL_DIR, SAT_DIR, pid + SAT_SUFFIX)) for pid in sorted(grd & sat)]
 
 
+def pano_coordinates(mat: dict[str, Any], path: Path, ids: list[str], zone: int = UTM_ZONE,
+                     south: bool = UTM_SOUTH) -> dict[str, tuple[float, float]]:
+    """Panorama id -> (lat, lon) from the `utm` field (empty if the .mat has none); the first row of a
+    repeated id wins (a repeated id's images are rejected as repeated files anyway)."""
+    if UTM_FIELD not in mat:
+        return {}
+    try:
+        utm = np.asarray(mat[UTM_FIELD], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: field {UTM_FIELD!r} is not a numeric matrix") from None
+    if utm.shape == (2,) and len(ids) == 1:  # squeeze_me turns a 1 x 2 matrix into a vector
+        utm = utm.reshape(1, 2)
+    if utm.shape != (len(ids), 2):
+        raise ValueError(f"{path}: field {UTM_FIELD!r} has shape {utm.shape}, expected ({len(ids)}, 2): "
+                         f"easting, northing per panoIds entry")
+    lat, lon = utm_to_latlon(utm[:, 0], utm[:, 1], zone, south)
+    out: dict[str, tuple[float, float]] = {}
+    for pid, la, lo in zip(ids, lat.tolist(), lon.tolist(), strict=True):
+        out.setdefault(pid, (la, lo))
+    return out
+
+
+def _pano_id(entry: PairEntry) -> str:
+    """The panorama id of a pair, from its ground file name."""
+    return entry.ground.rsplit("/", 1)[-1][: -len(GROUND_SUFFIX)]
+
+
 def build_cvact_manifests(root: str | Path, gt_ratio: float, seed: int, strict: bool = True,
-                          include_test: bool = False, check_files: bool = True,
-                          verify_images: bool = False) -> Manifests:
-    """List CVACT's train and val (= test) pairs, and optionally CVACT_test as `test_full`, as manifests."""
+                          include_test: bool = False, check_files: bool = True, verify_images: bool = False,
+                          utm_zone: int = UTM_ZONE, utm_south: bool = UTM_SOUTH) -> Manifests:
+    """List CVACT's train and val (= test) pairs, and optionally CVACT_test as `test_full`, as manifests,
+    with each image's lat/lon from `utm` (zone `utm_zone`, southern hemisphere if `utm_south`)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset.root {root}: directory does not exist")
     mat_path = root / MAT_FILE
     mat = load_mat(mat_path)
     ids = pano_id_strings(mat_field(mat, mat_path, "panoIds"), mat_path)
+    coords = pano_coordinates(mat, mat_path, ids, utm_zone, utm_south)
     bad = BadData(root, strict)
     raw = {split: mat_field(mat, mat_path, s, f) for split, (s, f) in SPLIT_FIELDS.items()}
     entries = [e for split, (s, f) in SPLIT_FIELDS.items()
@@ -208,5 +250,11 @@ def build_cvact_manifests(root: str | Path, gt_ratio: float, seed: int, strict: 
         splits.append("test_full")
     entries = usable_pairs(entries, bad, FileChecker(root, verify_images) if check_files else None)
     require_splits(entries, splits, f"{mat_path} (CVACT)")
+    nowhere = (float("nan"), float("nan"))
+
+    def locate(e: PairEntry) -> tuple[float, float, float, float]:
+        lat, lon = coords.get(_pano_id(e), nowhere)
+        return lat, lon, lat, lon  # the tile is centred on the panorama
+
     return pair_manifests(entries, lambda view, e: scoped_id(view, e.split, getattr(e, view), SALT), gt_ratio, seed,
-                          bad.frame())
+                          bad.frame(), locate)

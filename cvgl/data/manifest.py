@@ -1,8 +1,8 @@
-"""The dataset-independent manifests every stage downstream reads (design.md, "File schemas").
+"""The dataset-independent manifests every stage downstream reads (docs/architecture.md, "File schemas").
 
-`images.parquet` lists every image with an opaque id; `truth.parquet` pairs them (read only by evaluation,
-diagnostics and the labeled-subset choice); `labeled.parquet` is the `gt_ratio` share of the train truth,
-the only truth training ever sees.
+`images.parquet` lists every image with an opaque id and its `lat`/`lon` (NaN where the dataset has none);
+`truth.parquet` pairs them (read only by evaluation, diagnostics and the labeled-subset choice);
+`labeled.parquet` is the `gt_ratio` share of the train truth, the only truth training ever sees.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from cvgl.data.strict import SKIPPED_COLUMNS, empty_skipped
 from cvgl.io import atomic_path, read_parquet, write_parquet
 
 IMAGE_COLUMNS = ["image_id", "view", "split", "path"]
+#: Written for every dataset, float64 degrees (WGS84), NaN where the dataset has no coordinates for an image.
+COORD_COLUMNS = ["lat", "lon"]
 TRUTH_COLUMNS = ["ground_id", "satellite_id", "kind"]
 LABELED_COLUMNS = ["ground_id", "satellite_id"]
 
@@ -86,21 +88,29 @@ def _stable_int(text: str) -> int:
 
 
 def pair_manifests(entries: Sequence[Any], make_id: Callable[[str, Any], str], gt_ratio: float, seed: int,
-                   skipped: pd.DataFrame) -> Manifests:
+                   skipped: pd.DataFrame,
+                   locate: Callable[[Any], tuple[float, float, float, float]] | None = None) -> Manifests:
     """Manifests of one-to-one datasets (CVUSA, CVACT): every entry (`split`, `ground`, `satellite` paths) is one
-    ground image, one satellite image and their positive pair; `make_id(view, entry)` gives the opaque ids."""
+    ground image, one satellite image and their positive pair; `make_id(view, entry)` gives the opaque ids and
+    `locate(entry)` the (ground lat, ground lon, satellite lat, satellite lon), NaN when not given."""
     images, truth = [], []
+    nowhere = (np.nan,) * 4
     for e in entries:
         g, s = make_id("ground", e), make_id("satellite", e)
-        images += [(g, "ground", e.split, e.ground), (s, "satellite", e.split, e.satellite)]
+        g_lat, g_lon, s_lat, s_lon = nowhere if locate is None else locate(e)
+        images += [(g, "ground", e.split, e.ground, g_lat, g_lon), (s, "satellite", e.split, e.satellite, s_lat, s_lon)]
         truth.append((g, s, "positive"))
-    img = pd.DataFrame(images, columns=IMAGE_COLUMNS).sort_values("image_id", ignore_index=True)
+    img = pd.DataFrame(images, columns=IMAGE_COLUMNS + COORD_COLUMNS)
+    img = with_coordinates(img).sort_values("image_id", ignore_index=True)
     tr = pd.DataFrame(truth, columns=TRUTH_COLUMNS).sort_values(["ground_id", "satellite_id"], ignore_index=True)
     return Manifests(img, tr, select_labeled(tr, img, gt_ratio, seed), skipped)
 
 
 def write_manifests(m: Manifests, out_dir: str | Path) -> None:
     """Write the three manifests, rows sorted by id so file order carries no pairing.
+
+    `images.parquet` always has `lat` and `lon` (float64, NaN-filled when the adapter gave none), so every
+    stage downstream can rely on the columns existing.
 
     `skipped.csv` (file, line, reason) is always written, header-only when nothing was dropped, so it is a
     stable artifact a rule can declare.
@@ -109,12 +119,21 @@ def write_manifests(m: Manifests, out_dir: str | Path) -> None:
     if m.images.image_id.duplicated().any():
         dup = m.images.image_id[m.images.image_id.duplicated()].iloc[0]
         raise ValueError(f"duplicate image_id {dup} in the manifest")
-    write_parquet(m.images.sort_values("image_id")[IMAGE_COLUMNS + _extra(m.images, IMAGE_COLUMNS)],
-                  out_dir / "images.parquet")
+    images = with_coordinates(m.images)
+    base = IMAGE_COLUMNS + COORD_COLUMNS
+    write_parquet(images.sort_values("image_id")[base + _extra(images, base)], out_dir / "images.parquet")
     write_parquet(m.truth.sort_values(["ground_id", "satellite_id"]).reset_index(drop=True),
                   out_dir / "truth.parquet")
     write_parquet(m.labeled.sort_values("ground_id").reset_index(drop=True), out_dir / "labeled.parquet")
     write_skipped(m.skipped, out_dir / "skipped.csv")
+
+
+def with_coordinates(images: pd.DataFrame) -> pd.DataFrame:
+    """`images` with float64 `lat`/`lon` columns: added as NaN when missing, cast when present."""
+    out = images.copy()
+    for col in COORD_COLUMNS:
+        out[col] = out[col].astype(np.float64) if col in out.columns else np.full(len(out), np.nan)
+    return out
 
 
 def write_skipped(skipped: pd.DataFrame | None, path: str | Path) -> None:

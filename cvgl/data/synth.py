@@ -3,7 +3,7 @@
 ``write_synthetic(cfg, root, seed)`` writes the layout named by ``cfg.layout``: ``"cvusa"`` (default, below),
 ``"cvact"`` or ``"vigor"`` (see :mod:`cvgl.data.synth_layouts`). ``write_synthetic_cvusa`` always writes CVUSA.
 
-CVUSA layout written under ``root`` (read by the CVUSA adapter exactly like the real dataset, method.md §1.1)::
+CVUSA layout written under ``root`` (read by the CVUSA adapter exactly like the real dataset, docs/method.md §1.1)::
 
     splits/train-19zl.csv, splits/val-19zl.csv   no header: bingmap/19/<id>.jpg,streetview/panos/<id>.jpg,
                                                  streetview/annotations/<id>.png (annotations not written)
@@ -45,7 +45,7 @@ from cvgl.geometry import bev_half_extent_m, cvusa_band_height, to_uint8
 SPLIT_FILES = {"train": "train-19zl.csv", "test": "val-19zl.csv"}
 #: On-disk layouts ``write_synthetic`` can write (``SynthConfig.layout``).
 LAYOUTS = ("cvusa", "cvact", "vigor")
-#: The four VIGOR cities (method.md §1.3); ``vigor_cities`` picks synthetic areas named after them.
+#: The four VIGOR cities (docs/method.md §1.3); ``vigor_cities`` picks synthetic areas named after them.
 VIGOR_CITIES = ("Chicago", "NewYork", "SanFrancisco", "Seattle")
 #: Knobs that only matter for the CVACT/VIGOR layouts; left out of the CVUSA ``world.json`` (unchanged bytes).
 _LAYOUT_KEYS = ("layout", "vigor_cities")

@@ -1,4 +1,4 @@
-"""The synthetic world written in the CVACT and VIGOR layouts (method.md §1.2, §1.3).
+"""The synthetic world written in the CVACT and VIGOR layouts (docs/method.md §1.2, §1.3).
 
 Both layouts use full 2:1 equirectangular panoramas (``pano_width`` x ``pano_width / 2``, rows from the zenith
 to the nadir, centre column north like CVUSA) and north-up tiles of ``tile_size`` pixels spanning the BEV

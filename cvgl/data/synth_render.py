@@ -76,7 +76,7 @@ class RenderSpec(RenderKnobs):
     """What the renderer needs: the knobs plus the derived panorama height and the style switch."""
 
     pano_height: int = 93
-    #: True: a CVUSA band of a W x W/2 canvas (``pano_height`` rows placed as in method.md §2.1); False: the
+    #: True: a CVUSA band of a W x W/2 canvas (``pano_height`` rows placed as in docs/method.md §2.1); False: the
     #: full equirectangular panorama, rows spanning -90..+90 degrees (CVACT, VIGOR; ``pano_height`` = W/2).
     band: bool = True
     #: False renders bare geometry (geometry tests): no fog, GPS offset, compass error, cars, shadows or
@@ -341,7 +341,7 @@ def _cast_rays(world: World, x: float, y: float, spec: RenderSpec, heading: floa
     r, c = world.to_pixel(x + sin_psi * d[None, :], y + cos_psi * d[None, :])
     r = np.clip(np.rint(r), 0, world.shape[0] - 1).astype(np.intp)
     c = np.clip(np.rint(c), 0, world.shape[1] - 1).astype(np.intp)
-    row_step = math.pi / (W / 2 - 1) / ss  # canvas rows span 180 degrees (method.md §2.2)
+    row_step = math.pi / (W / 2 - 1) / ss  # canvas rows span 180 degrees (docs/method.md §2.2)
     return _Rays(x, y, spec.camera_height, sin_psi, cos_psi, tan_beta, row_step, d, r * world.shape[1] + c)
 
 

@@ -1,4 +1,4 @@
-"""Unpaired translation of BEV projections into satellite appearance (method.md §2.3).
+"""Unpaired translation of BEV projections into satellite appearance (docs/method.md §2.3).
 
 A translator is fitted on two independently listed image sets (train projections, train satellite tiles),
 never on pairs, and then maps every projection. `translate.method` selects the implementation:

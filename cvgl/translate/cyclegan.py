@@ -1,9 +1,9 @@
-"""Unpaired projection -> satellite translation with a CycleGAN (method.md §2.3; Zhu et al. 2017).
+"""Unpaired projection -> satellite translation with a CycleGAN (docs/method.md §2.3; Zhu et al. 2017).
 
 Domain A = train BEV projections, domain B = train satellite tiles, listed independently and never paired: each
 epoch walks A in a seeded random order and draws B uniformly at random, as the official `UnalignedDataset`.
 ResNet generators, PatchGAN discriminators, least-squares GAN loss, cycle and identity L1, a history pool of
-generated images, Adam with a constant then linearly decaying learning rate. Unlike the official code (method.md
+generated images, Adam with a constant then linearly decaying learning rate. Unlike the official code (docs/method.md
 §9.17) training and inference see the same resolution and scale: whole images at `size`, random h-flip only.
 """
 

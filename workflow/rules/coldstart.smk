@@ -1,4 +1,4 @@
-# Cold start (method.md §4): intra-view self-supervision, then (panorama, translated projection) pairs.
+# Cold start (docs/method.md §4): intra-view self-supervision, then (panorama, translated projection) pairs.
 
 
 rule intra_view:

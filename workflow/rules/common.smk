@@ -1,5 +1,6 @@
 # Helpers shared by the rule files: paths, config slices and input functions.
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -104,7 +105,7 @@ def print_summary():
 
 
 def fake_source():
-    """Where the cold start's satellite-side images come from (method.md §13 ablations):
+    """Where the cold start's satellite-side images come from (docs/method.md §13 ablations):
     translated projections, raw projections (translate.method: none), or None = the raw panorama itself
     (coldstart.projection: false), in which case no projection or translation job runs."""
     if not config["coldstart"].get("projection", True):

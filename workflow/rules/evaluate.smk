@@ -12,9 +12,12 @@ rule evaluate:
         model=f"{RESULTS}/round-{{n}}/model.pt",
         labels=round_labels,
     output:
-        f"{RESULTS}/round-{{n}}/metrics.json",
+        metrics=f"{RESULTS}/round-{{n}}/metrics.json",
+        retrievals=f"{RESULTS}/round-{{n}}/retrievals.parquet",
     params:
         labels=lambda wc, input: f"--labels {input.labels}" if input.labels else "",
+        top_k=config["evaluate"]["top_k"],
+        radii=" ".join(str(r) for r in config["evaluate"]["radii_m"]),
     log:
         f"{RESULTS}/logs/round-{{n}}/evaluate.log",
     benchmark:
@@ -25,7 +28,8 @@ rule evaluate:
         runtime=30,
     shell:
         "{CVGL} evaluate --embeddings {input.embeddings} --manifest {RESULTS}/manifest --round {wildcards.n} "
-        "--model {input.model} {params.labels} --out {output} > {log} 2>&1"
+        "--model {input.model} {params.labels} --top-k {params.top_k} --radii {params.radii} "
+        "--out {output.metrics} > {log} 2>&1"
 
 
 rule summary:
@@ -67,3 +71,56 @@ rule plots:
         runtime=5,
     shell:
         "{CVGL} plots --summary {input.summary} --labels {input.labels} --out {RESULTS}/plots 2> {log}"
+
+
+#: The schema's defaults of a `localize.<name>` entry (validation fills defaults under `properties` only, not
+#: under the `additionalProperties` of a mapping of names).
+LOCALIZE_DEFAULTS = {"gallery_split": "test", "query_split": "test", "round": None, "top_k": 5, "index": "Flat",
+                     "search": None}
+
+
+def localize_job(wildcards):
+    """The `localize.<name>` entry of the config, defaults filled (a clear error when the config has none)."""
+    jobs = config.get("localize") or {}
+    if wildcards.name not in jobs:
+        raise WorkflowError(f"localize: no entry {wildcards.name!r} in the config's localize section "
+                            f"(have: {sorted(jobs) or 'none'})")
+    return {**LOCALIZE_DEFAULTS, **jobs[wildcards.name]}
+
+
+def localize_model(wildcards):
+    n = localize_job(wildcards).get("round")
+    return f"{RESULTS}/round-{ROUNDS if n is None else n}/model.pt"
+
+
+def localize_queries(wildcards):
+    q = localize_job(wildcards)["queries"]
+    return " ".join(shlex.quote(str(x)) for x in ([q] if isinstance(q, str) else q))
+
+
+rule localize:
+    """The top-K gallery tiles of each query with a round's model; the gallery's embeddings and index are
+    cached under the target's folder and reused while the model and the gallery are unchanged."""
+    input:
+        model=localize_model,
+    output:
+        retrievals=f"{RESULTS}/localize/{{name}}/retrievals.parquet",
+        csv=f"{RESULTS}/localize/{{name}}/retrievals.csv",
+        skipped=f"{RESULTS}/localize/{{name}}/skipped.csv",
+    params:
+        job=localize_job,
+        queries=localize_queries,
+        search=lambda wc: f"--search {shlex.quote(s)}" if (s := localize_job(wc)["search"]) else "",
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/localize-{{name}}.log",
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=gpus(),
+    shell:
+        "{CVGL} localize --model {input.model} --gallery {params.job[gallery]:q} --queries {params.queries} "
+        "--gallery-split {params.job[gallery_split]} --query-split {params.job[query_split]} "
+        "--top-k {params.job[top_k]} --index {params.job[index]:q} {params.search} "
+        "--out {RESULTS}/localize/{wildcards.name} --device {params.device} --threads {threads} > {log} 2>&1"

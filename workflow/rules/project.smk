@@ -1,4 +1,4 @@
-# Cross-view projection: every train panorama to a bird's-eye view (spherical transform, method.md §2.2).
+# Cross-view projection: every train panorama to a bird's-eye view (spherical transform, docs/method.md §2.2).
 
 
 rule project:

@@ -1,4 +1,4 @@
-# Self-training rounds (method.md §5, §10): round n labels the train split with the round n-1 model and
+# Self-training rounds (docs/method.md §5, §10): round n labels the train split with the round n-1 model and
 # trains on those pseudo pairs. Round numbers are a wildcard, so one round can be rerun on its own.
 
 

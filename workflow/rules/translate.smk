@@ -1,4 +1,4 @@
-# Unpaired translation of projections into satellite appearance (method.md §2.3).
+# Unpaired translation of projections into satellite appearance (docs/method.md §2.3).
 
 
 rule translate:

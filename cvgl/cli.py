@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "samples", "figure of a few train panoramas (drawn with the seed): projection, translation, true tile",
          ("--manifest", P), ("--root", P), ("--projected", {"type": Path}), ("--translated", {"type": Path}),
          ("--count", {"type": int, "default": 4}), ("--seed", {"type": int, "default": 0}), ("--out", P))
+    _add(sub, "retrieval-figures", "a round's retrievals: test queries with their top-5 tiles, and a map of the "
+         "top-1 errors where coordinates exist",
+         ("--retrievals", P), ("--manifest", P), ("--ground-cache", P), ("--satellite-cache", P),
+         ("--count", {"type": int, "default": 4}), ("--seed", {"type": int, "default": 0}), ("--out", P),
+         ("--map-out", P))
     _add(sub, "resolved-config", "write the config a run resolved to (defaults filled in) as YAML",
          ("--config", CFG), ("--out", P))
     _add(sub, "summary-table", "summary.csv as an HTML table for the report", ("--summary", P), ("--out", P))
@@ -229,7 +234,7 @@ def run(a: argparse.Namespace) -> None:
 
         for name in a.backbones:
             fetch_weights(name)
-    elif c in ("samples", "resolved-config", "summary-table"):
+    elif c in ("samples", "resolved-config", "summary-table", "retrieval-figures"):
         run_report_stage(a)
     elif c == "labels":
         from cvgl import inspect_labels
@@ -252,6 +257,11 @@ def run_report_stage(a: argparse.Namespace) -> None:
         print(f"{a.out}: train panoramas {', '.join(shown)}", file=sys.stderr)
     elif a.command == "resolved-config":
         report.write_resolved_config(a.config, a.out)
+    elif a.command == "retrieval-figures":
+        shown = report.retrieval_figure(a.retrievals, a.manifest, a.ground_cache, a.satellite_cache, a.count,
+                                        a.seed, a.out)
+        mapped = report.error_map(a.retrievals, a.manifest, a.map_out)
+        print(f"{a.out}: test queries {', '.join(shown)}; {a.map_out}: {mapped} queries", file=sys.stderr)
     else:
         report.write_summary_table(a.summary, a.out)
 

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from cvgl.data.manifest import image_ids, read_images, read_truth
-from cvgl.io import atomic_path, load_image, read_parquet
+from cvgl.io import atomic_path, load_image, read_image_cache, read_parquet
 from cvgl.metrics import format_count, format_percent
 from cvgl.plots import plt, save_figure  # plt through cvgl.plots: the Agg backend is already chosen
 
@@ -125,3 +125,72 @@ def write_summary_table(summary_csv: Path, out: Path) -> None:
     html = summary_html(pd.read_csv(summary_csv))
     with atomic_path(out) as tmp:
         tmp.write_text(html, encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Retrievals of a round: a few test queries with their top tiles, and a map of the top-1 errors
+
+
+def _cache_rows(cache: Path) -> tuple[dict[str, int], np.ndarray]:
+    ids, images = read_image_cache(cache)
+    return {str(i): r for r, i in enumerate(ids)}, images
+
+
+def retrieval_figure(retrievals: Path, manifest_dir: Path, ground_cache: Path, satellite_cache: Path, count: int,
+                     seed: int, out: Path, shown: int = 5) -> list[str]:
+    """`count` test queries drawn with `seed`, each with its top-`shown` tiles best first, the true tile framed
+    in green (and named in the title when it is not among them); returns the query ids shown."""
+    table = read_parquet(retrievals, ["ground_id", "true_rank", "top_ids", "top_scores"]).set_index("ground_id")
+    truth = read_truth(manifest_dir)
+    tile_of = truth[truth.kind == "positive"].drop_duplicates("ground_id").set_index("ground_id")["satellite_id"]
+    g_row, grounds = _cache_rows(ground_cache)
+    s_row, tiles = _cache_rows(satellite_cache)
+    picked = choose_samples(list(table.index), count, seed)
+    k = min(shown, min(len(t) for t in table.top_ids))
+    pano = grounds[0]
+    widths = [pano.shape[1] / pano.shape[0]] + [1.0] * k
+    fig, axes = plt.subplots(len(picked), k + 1, squeeze=False, gridspec_kw={"width_ratios": widths},
+                             figsize=(1.6 * sum(widths) + 0.6, 1.8 * len(picked) + 0.4))
+    for r, gid in enumerate(picked):
+        row = table.loc[gid]
+        axes[r, 0].imshow(grounds[g_row[gid]])
+        axes[r, 0].set_title(f"true tile at rank {int(row.true_rank) + 1}", fontsize=8)
+        axes[r, 0].set_ylabel(gid, fontsize=7)
+        for c in range(k):
+            ax = axes[r, c + 1]
+            tile = str(row.top_ids[c])
+            ax.imshow(tiles[s_row[tile]])
+            ax.set_title(f"{c + 1}: {float(row.top_scores[c]):.3f}", fontsize=8)
+            if tile == tile_of.get(gid):
+                for side in ax.spines.values():
+                    side.set(color="tab:green", linewidth=4)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    save_figure(fig, out)
+    return picked
+
+
+def error_map(retrievals: Path, manifest_dir: Path, out: Path) -> int:
+    """The test queries at their coordinates, coloured by the top-1 tile's distance (log scale); a figure that
+    says so when the manifest has no coordinates. Returns the number of queries drawn."""
+    table = read_parquet(retrievals, ["ground_id", "top1_distance_m"])
+    images = read_images(manifest_dir)
+    known = table[np.isfinite(table.top1_distance_m.to_numpy(np.float64))]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    if known.empty or "lat" not in images.columns:
+        ax.text(0.5, 0.5, "no coordinates in this dataset's manifest", ha="center", va="center")
+        ax.set_axis_off()
+        save_figure(fig, out)
+        return 0
+    at = images.drop_duplicates("image_id").set_index("image_id").loc[known.ground_id, ["lat", "lon"]]
+    error = np.maximum(known.top1_distance_m.to_numpy(np.float64), 1.0)
+    from matplotlib.colors import LogNorm
+
+    dots = ax.scatter(at.lon, at.lat, c=error, s=14, cmap="viridis_r", norm=LogNorm(vmin=1.0, vmax=error.max()))
+    fig.colorbar(dots, ax=ax, label="top-1 error (m)")
+    ax.set(xlabel="longitude", ylabel="latitude", title=f"{len(known)} test queries, median error "
+           f"{np.median(error):.0f} m")
+    ax.set_aspect(1.0 / max(np.cos(np.radians(float(at.lat.mean()))), 1e-3))  # metres look square
+    save_figure(fig, out)
+    return len(known)

@@ -40,6 +40,32 @@ rule samples:
         "--count {params.samples} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
+rule retrieval_figures:
+    input:
+        retrievals=f"{RESULTS}/round-{{n}}/retrievals.parquet",
+        images=rules.manifest.output.images,
+        truth=rules.manifest.output.truth,
+        ground=f"{RESULTS}/cache/test-ground.npy",
+        satellite=f"{RESULTS}/cache/test-satellite.npy",
+    output:
+        retrievals=report(f"{REPORT}/round-{{n}}-retrievals.png", caption="../report/retrievals.rst",
+                          category="Rounds", subcategory="Retrievals per round", labels={"round": "{n}"}),
+        errors=report(f"{REPORT}/round-{{n}}-errors.png", caption="../report/errors.rst", category="Rounds",
+                      subcategory="Top-1 errors per round", labels={"round": "{n}"}),
+    params:
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/round-{{n}}/retrieval_figures.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "{CVGL} retrieval-figures --retrievals {input.retrievals} --manifest {RESULTS}/manifest "
+        "--ground-cache {input.ground} --satellite-cache {input.satellite} --count 4 --seed {params.seed} "
+        "--out {output.retrievals} --map-out {output.errors} > {log} 2>&1"
+
+
 rule resolved_config:
     output:
         report(f"{REPORT}/config.yaml", caption="../report/config.rst", category="Configuration"),

@@ -34,6 +34,12 @@ def test_dag_runs_on_the_synthetic_world_in_each_published_layout(tmp_path: Path
     images = pd.read_parquet(res / "manifest" / "images.parquet")
     truth = pd.read_parquet(res / "manifest" / "truth.parquet")
     labels = pd.read_parquet(res / "round-1" / "labels.parquet")
+    # Both layouts carry coordinates: every test query's top-1 has a distance, and the summary its figures.
+    retrievals = pd.read_parquet(res / "round-1" / "retrievals.parquet")
+    assert retrievals.top1_distance_m.notna().all() and (retrievals.top1_distance_m >= 0).all()
+    assert {"R@25m", "R@50m", "R@100m", "median_error_m"} <= set(summary.columns)
+    assert (summary["R@25m"] <= summary["R@100m"]).all()
+    assert images[["lat", "lon"]].notna().all().all()
     assert (labels.source == "labeled").sum() > 0  # gt_ratio's labeled pairs reach the label table
     if layout == "vigor":
         assert (res / "round-0" / "index" / "train-satellite.faiss").exists()

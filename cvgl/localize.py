@@ -25,7 +25,7 @@ import torch
 
 from cvgl.data.manifest import image_ids, read_images
 from cvgl.embed import embed_images
-from cvgl.embed_io import read_embeddings, write_embedding_shards
+from cvgl.embed_io import write_embedding_shards
 from cvgl.geo import haversine_m
 from cvgl.index import build_index, read_index, set_search_parameters, set_threads, write_index
 from cvgl.io import Progress, atomic_path, load_image, read_image_cache, read_json, write_json, write_parquet
@@ -253,11 +253,6 @@ def build_gallery(model: CrossViewModel, images: ImageSet, size: tuple[int, int]
     write_parquet(tiles, out / "tiles.parquet")
     write_json(key, out / "gallery.json")
     return index, tiles
-
-
-def gallery_embeddings(out: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The cached gallery's (tile names, embeddings), sorted by name (for exact re-checks of an index)."""
-    return read_embeddings(out, "satellite")
 
 
 # ---------------------------------------------------------------------------------------------------------

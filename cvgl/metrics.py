@@ -18,21 +18,10 @@ def retrieval_ranks(query: np.ndarray, reference: np.ndarray, positive: np.ndarr
 
     Strict comparison, so references tied with the truth do not push it down (ties favour the truth). The true
     score is read from the same similarity block as the others, so it ties with an identical reference exactly.
-    Computed in blocks of `chunk` queries; the Q x R matrix never exists.
+    Computed in blocks of `chunk` queries (`ranked_retrievals`); the Q x R matrix never exists.
     """
-    query = as_embedding_matrix(query, "query embeddings")
-    reference = as_embedding_matrix(reference, "reference embeddings")
-    positive = np.asarray(positive)
-    if positive.shape != (len(query),):
-        raise ValueError(f"positive must have shape ({len(query)},), got {positive.shape}")
-    if len(positive) and (positive.min() < 0 or positive.max() >= len(reference)):
-        raise ValueError(f"positive rows must lie in 0..{len(reference) - 1}")
-    truth = torch.from_numpy(positive.astype(np.int64)).to(device)
-    ranks = np.empty(len(query), dtype=np.int64)
-    for start, sims in similarity_blocks(query, reference, chunk, device):
-        rows = slice(start, start + len(sims))
-        true_score = sims.gather(1, truth[rows, None])
-        ranks[rows] = (sims > true_score).sum(dim=1).cpu().numpy()
+    ranks = ranked_retrievals(query, reference, 1, positive, chunk, device)[2]
+    assert ranks is not None
     return ranks
 
 
@@ -43,6 +32,12 @@ def ranked_retrievals(query: np.ndarray, reference: np.ndarray, k: int, positive
     the rank of its true reference as `retrieval_ranks` counts it: one blocked pass, memory O(chunk x R)."""
     query = as_embedding_matrix(query, "query embeddings")
     reference = as_embedding_matrix(reference, "reference embeddings")
+    if positive is not None:
+        positive = np.asarray(positive)
+        if positive.shape != (len(query),):
+            raise ValueError(f"positive must have shape ({len(query)},), got {positive.shape}")
+        if len(positive) and (positive.min() < 0 or positive.max() >= len(reference)):
+            raise ValueError(f"positive rows must lie in 0..{len(reference) - 1}")
     k = max(1, min(int(k), len(reference)))
     top = np.empty((len(query), k), dtype=np.int64)
     scores = np.empty((len(query), k), dtype=np.float32)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from matplotlib.colors import LogNorm
 from matplotlib.ticker import MaxNLocator
 
 from cvgl.data.manifest import image_ids, read_images, read_truth
@@ -184,17 +185,23 @@ def error_map(retrievals: Path, manifest_dir: Path, out: Path) -> int:
         ax.set_axis_off()
         save_figure(fig, out)
         return 0
-    at = images.drop_duplicates("image_id").set_index("image_id").loc[known.ground_id, ["lat", "lon"]]
-    error = np.maximum(known.top1_distance_m.to_numpy(np.float64), 1.0)
-    from matplotlib.colors import LogNorm
-
-    dots = ax.scatter(at.lon, at.lat, c=error, s=14, cmap="viridis_r", norm=LogNorm(vmin=1.0, vmax=error.max()))
-    fig.colorbar(dots, ax=ax, label="top-1 error (m)")
-    ax.set(xlabel="longitude", ylabel="latitude", title=f"{len(known)} test queries, median error "
-           f"{np.median(known.top1_distance_m):.0f} m (errors under 1 m drawn at 1 m)")
-    ax.ticklabel_format(useOffset=False)
-    ax.xaxis.set_major_locator(MaxNLocator(4))
-    ax.yaxis.set_major_locator(MaxNLocator(5))
-    ax.set_aspect(1.0 / max(np.cos(np.radians(float(at.lat.mean()))), 1e-3))  # metres look square
+    by_id = images.drop_duplicates("image_id").set_index("image_id")
+    metres = known.top1_distance_m.to_numpy()
+    at = by_id.loc[known.ground_id, ["lat", "lon"]].assign(metres=metres, error=np.maximum(metres, 1.0))
+    # One panel per city where the dataset has cities (VIGOR's are 1,000 km apart): one map would be two dots.
+    groups = list(at.groupby(by_id.loc[known.ground_id, "city"].to_numpy())) if "city" in by_id.columns \
+        else [("", at)]
+    plt.close(fig)
+    fig, axes = plt.subplots(1, len(groups), squeeze=False, figsize=(5.5 * len(groups) + 1, 5))
+    norm = LogNorm(vmin=1.0, vmax=float(at.error.max()) if at.error.max() > 1 else 10.0)
+    for ax, (name, part) in zip(axes[0], groups, strict=True):
+        dots = ax.scatter(part.lon, part.lat, c=part.error, s=14, cmap="viridis_r", norm=norm)
+        ax.set(xlabel="longitude", ylabel="latitude", title=f"{name} {len(part)} test queries, median top-1 error "
+               f"{np.median(part.metres):.0f} m".strip())
+        ax.ticklabel_format(useOffset=False)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.yaxis.set_major_locator(MaxNLocator(5))
+        ax.set_aspect(1.0 / max(np.cos(np.radians(float(part.lat.mean()))), 1e-3))  # metres look square
+    fig.colorbar(dots, ax=axes[0, -1], label="top-1 error (m; under 1 m drawn at 1 m)")
     save_figure(fig, out)
     return len(known)

@@ -7,6 +7,7 @@ Everything draws from an explicit `torch.Generator`, so an epoch's augmentations
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,22 +34,52 @@ def resize_images(images: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
-def _rand(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.rand(n, generator=gen).to(device)
+@dataclass(frozen=True)
+class RowDraws:
+    """The random draws of a batch of `total` rows, of which the images at hand are `rows`.
+
+    Every draw is made for all `total` rows, in the order one process makes them, and the caller's rows are
+    kept: a torchrun rank that reads and augments only its share of a global batch gives its images exactly the
+    augmentation they get in a single-process run.
+    """
+
+    gen: torch.Generator
+    total: int
+    rows: slice = field(default_factory=lambda: slice(None))
+
+    def rand(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """One uniform [0, 1) number per row."""
+        return torch.rand(self.total, generator=self.gen)[self.rows].to(device)
+
+    def randint(self, low: int, high: int) -> torch.Tensor:
+        """One integer in [low, high) per row."""
+        return torch.randint(low, high, (self.total,), generator=self.gen)[self.rows]
+
+    def shared_randint(self, low: int, high: int) -> int:
+        """One integer in [low, high] for the whole batch."""
+        return int(torch.randint(low, high + 1, (1,), generator=self.gen))
+
+
+Draws = torch.Generator | RowDraws
+
+
+def row_draws(draws: Draws, x: torch.Tensor) -> RowDraws:
+    """`draws` as `RowDraws`: a bare generator draws for exactly the rows of `x`."""
+    return draws if isinstance(draws, RowDraws) else RowDraws(draws, x.shape[0])
 
 
 def _per_sample(t: torch.Tensor) -> torch.Tensor:
     return t.view(-1, 1, 1, 1)
 
 
-def colour_jitter(x: torch.Tensor, gen: torch.Generator, strength: float = 0.4, p: float = 0.8,
+def colour_jitter(x: torch.Tensor, gen: Draws, strength: float = 0.4, p: float = 0.8,
                   gray_p: float = 0.2) -> torch.Tensor:
     """Random brightness, contrast and saturation (each factor in [1-s, 1+s]) with prob p; grayscale w.p. gray_p."""
-    n, dev = x.shape[0], x.device
-    apply = _per_sample(_rand(n, gen, dev) < p)
+    draws, dev = row_draws(gen, x), x.device
+    apply = _per_sample(draws.rand(dev) < p)
 
     def factor() -> torch.Tensor:
-        return _per_sample(1.0 + (2 * _rand(n, gen, dev) - 1) * strength)
+        return _per_sample(1.0 + (2 * draws.rand(dev) - 1) * strength)
 
     gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
     y = x * factor()
@@ -56,45 +87,45 @@ def colour_jitter(x: torch.Tensor, gen: torch.Generator, strength: float = 0.4, 
     y_gray = 0.299 * y[:, 0:1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:3]
     y = (y - y_gray) * factor() + y_gray
     y = torch.where(apply, y, x).clamp_(0, 1)
-    to_gray = _per_sample(_rand(n, gen, dev) < gray_p)
+    to_gray = _per_sample(draws.rand(dev) < gray_p)
     y_gray = (0.299 * y[:, 0:1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:3]).expand_as(y)
     return torch.where(to_gray, y_gray, y)
 
 
-def blur(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
+def blur(x: torch.Tensor, gen: Draws, p: float = 0.5) -> torch.Tensor:
     """3x3 Gaussian blur (sigma ~0.8) with probability p per image."""
     k1 = torch.tensor([0.25, 0.5, 0.25], device=x.device)
     kernel = (k1[:, None] * k1[None, :]).expand(x.shape[1], 1, 3, 3)
     blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=x.shape[1])
-    return torch.where(_per_sample(_rand(x.shape[0], gen, x.device) < p), blurred, x)
+    return torch.where(_per_sample(row_draws(gen, x).rand(x.device) < p), blurred, x)
 
 
-def cutout(x: torch.Tensor, gen: torch.Generator, p: float = 0.5, holes: tuple[int, int] = (3, 8),
+def cutout(x: torch.Tensor, gen: Draws, p: float = 0.5, holes: tuple[int, int] = (3, 8),
            frac: tuple[float, float] = (0.1, 0.2)) -> torch.Tensor:
     """Coarse dropout: w.p. p, zero a random number of rectangles each 10-20% of H and W."""
     n, _, h, w = x.shape
+    draws = row_draws(gen, x)
     keep = torch.ones(n, 1, h, w, device=x.device)
     ys, xs = torch.arange(h, device=x.device).view(1, h, 1), torch.arange(w, device=x.device).view(1, 1, w)
-    count = int(torch.randint(holes[0], holes[1] + 1, (1,), generator=gen))
-    for _ in range(count):
-        hh = (frac[0] + (frac[1] - frac[0]) * torch.rand(n, generator=gen)) * h
-        ww = (frac[0] + (frac[1] - frac[0]) * torch.rand(n, generator=gen)) * w
-        y0, x0 = torch.rand(n, generator=gen) * (h - hh), torch.rand(n, generator=gen) * (w - ww)
+    for _ in range(draws.shared_randint(*holes)):
+        hh = (frac[0] + (frac[1] - frac[0]) * draws.rand()) * h
+        ww = (frac[0] + (frac[1] - frac[0]) * draws.rand()) * w
+        y0, x0 = draws.rand() * (h - hh), draws.rand() * (w - ww)
         box = ((ys >= y0.view(-1, 1, 1).to(x.device)) & (ys < (y0 + hh).view(-1, 1, 1).to(x.device))
                & (xs >= x0.view(-1, 1, 1).to(x.device)) & (xs < (x0 + ww).view(-1, 1, 1).to(x.device)))
         keep = keep * (~box).unsqueeze(1)
-    apply = _per_sample(_rand(n, gen, x.device) < p)
+    apply = _per_sample(draws.rand(x.device) < p)
     return torch.where(apply, x * keep, x)
 
 
-def random_affine(x: torch.Tensor, gen: torch.Generator, shift: float, scale: float, rotate_deg: float,
+def random_affine(x: torch.Tensor, gen: Draws, shift: float, scale: float, rotate_deg: float,
                   p: float = 0.5) -> torch.Tensor:
     """ShiftScaleRotate with a black border, w.p. p per image (satellite tiles only: it moves the centre)."""
-    n, dev = x.shape[0], x.device
-    ang = (2 * torch.rand(n, generator=gen) - 1) * math.radians(rotate_deg)
-    sc = 1 + (2 * torch.rand(n, generator=gen) - 1) * scale
-    tx, ty = [(2 * torch.rand(n, generator=gen) - 1) * shift * 2 for _ in range(2)]
-    on = torch.rand(n, generator=gen) < p
+    draws, dev = row_draws(gen, x), x.device
+    ang = (2 * draws.rand() - 1) * math.radians(rotate_deg)
+    sc = 1 + (2 * draws.rand() - 1) * scale
+    tx, ty = [(2 * draws.rand() - 1) * shift * 2 for _ in range(2)]
+    on = draws.rand() < p
     ang, sc = torch.where(on, ang, 0.0), torch.where(on, sc, 1.0)
     tx, ty = torch.where(on, tx, 0.0), torch.where(on, ty, 0.0)
     cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
@@ -107,17 +138,18 @@ def hflip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(_per_sample(mask.to(x.device)), x.flip(-1), x)
 
 
-def joint_flip_rotate(ground: torch.Tensor, satellite: torch.Tensor, gen: torch.Generator,
+def joint_flip_rotate(ground: torch.Tensor, satellite: torch.Tensor, gen: Draws,
                       flip_p: float = 0.5, rotate_p: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply the same geometric change to both views (docs/method.md §3.3, cross-view).
 
     Mirroring a north-up tile left-right mirrors the panorama's azimuths; rotating the tile by r*90 degrees
     counter-clockwise moves east to north, i.e. rolls the panorama left by r*W/4 columns.
     """
-    n = ground.shape[0]
-    flip = torch.rand(n, generator=gen) < flip_p
+    draws = row_draws(gen, ground)
+    flip = draws.rand() < flip_p
     ground, satellite = hflip(ground, flip), hflip(satellite, flip)
-    rot = torch.where(torch.rand(n, generator=gen) < rotate_p, torch.randint(1, 4, (n,), generator=gen), 0)
+    turn = draws.rand() < rotate_p  # drawn before the turn's size, as always
+    rot = torch.where(turn, draws.randint(1, 4), 0)
     width = ground.shape[-1]
     g_out, s_out = ground.clone(), satellite.clone()
     for r in (1, 2, 3):
@@ -154,7 +186,7 @@ def view_symmetry(x: torch.Tensor, view: str, flip: bool, quarter_turns: int) ->
     return x
 
 
-def photometric(x: torch.Tensor, gen: torch.Generator, cfg: dict) -> torch.Tensor:
+def photometric(x: torch.Tensor, gen: Draws, cfg: dict) -> torch.Tensor:
     """The per-view photometric pipeline: dropout, colour jitter / grayscale, blur."""
     x = cutout(x, gen, p=cfg.get("cutout_p", 0.5))
     x = colour_jitter(x, gen, strength=cfg.get("jitter", 0.4), p=cfg.get("jitter_p", 0.8),

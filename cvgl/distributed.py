@@ -4,8 +4,9 @@
 starts N copies of a training stage. Each joins the process group here (nccl on CUDA, gloo on CPU) and the N
 processes train as one job on the single-process run's global batch:
 
-- every rank draws the same batches, and the same augmentations of the whole global batch, from the stage's seeded
-  generator and keeps its own rows (`local_rows`): the inputs are exactly those of one process;
+- every rank draws the same batch plan from the stage's seeded generator, reads only its own rows of each batch
+  from the caches (`local_share`) and augments them with the draws made for the whole global batch
+  (`cvgl.augment.RowDraws`): its inputs are exactly its rows' inputs in one process;
 - each rank encodes its rows; the embeddings are gathered with gradients (`gather_rows`) and every rank computes
   the contrastive loss over the global batch, so the negatives do not depend on the number of GPUs (the official
   code's per-GPU negatives are docs/method.md §9.8);
@@ -94,9 +95,9 @@ def shard(n: int, world: int, index: int) -> slice:
     return slice(start, start + base + (index < extra))
 
 
-def local_rows(x: torch.Tensor) -> torch.Tensor:
-    """This rank's rows of a global batch that every rank holds whole."""
-    return x if world_size() == 1 else x[shard(len(x), world_size(), rank())]
+def local_share(n: int) -> slice:
+    """This rank's rows of a global batch of n (all of them in one process)."""
+    return shard(n, world_size(), rank())
 
 
 def gather_rows(x: torch.Tensor) -> torch.Tensor:
@@ -182,13 +183,31 @@ def training_network(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
-def encode_global(net: nn.Module, ground: torch.Tensor, satellite: torch.Tensor, dtype: torch.dtype | None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Embeddings of a global batch of (ground, satellite) images that every rank holds whole, and the log logit
-    scale: each rank encodes its rows (under autocast for `dtype`); the result is gathered in fp32 for the loss."""
+def encode_global(net: nn.Module, ground: torch.Tensor, satellite: torch.Tensor, dtype: torch.dtype | None,
+                  views: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Embeddings of a global batch, each rank holding its share (`local_share`) of the (ground, satellite)
+    images, and the log logit scale: each rank encodes its rows (under autocast for `dtype`) and the global
+    batch is gathered in fp32 for the loss.
+
+    With `views` > 1 a rank's images are `views` equal blocks (the same rows under different augmentations,
+    concatenated): the gathered rows are put in view-major order, view 1 of every rank's rows, then view 2...,
+    i.e. the order of one process concatenating the views of the whole batch.
+    """
     with autocast(ground.device, dtype):
-        g, s, scale = net(local_rows(ground), local_rows(satellite))
-    return gather_rows(_full_precision(g)), gather_rows(_full_precision(s)), _full_precision(scale)
+        g, s, scale = net(ground, satellite)
+    return (view_major(gather_rows(_full_precision(g)), len(ground), views),
+            view_major(gather_rows(_full_precision(s)), len(satellite), views), _full_precision(scale))
+
+
+def view_major(rows: torch.Tensor, local: int, views: int) -> torch.Tensor:
+    """Gathered rows [rank 0: view 1..V | rank 1: view 1..V | ...] reordered to [view 1: ranks 0..R | ...]."""
+    if views == 1 or world_size() == 1:
+        return rows
+    counts = [c // views for c in _row_counts(local, rows.device)]
+    starts = [sum(counts[:r]) * views for r in range(len(counts))]
+    order = [start + v * c + i for v in range(views) for start, c in zip(starts, counts, strict=True)
+             for i in range(c)]
+    return rows[torch.tensor(order, device=rows.device)]
 
 
 def _full_precision(x: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@
 All loops share `fit`: one cosine learning-rate schedule per stage, a checkpoint of the complete state after
 every epoch (atomic), and resume from the last complete epoch. Batches and augmentations come from a
 generator seeded by (seed, stage, epoch), so a resumed run reproduces an uninterrupted one exactly.
-Under torchrun the same loops train across processes on the same global batches (`cvgl.distributed`).
+Under torchrun the same loops train across processes on the same global batches, each process reading and
+augmenting only its share of a batch (`cvgl.distributed`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cvgl.augment import joint_flip_rotate, photometric, random_affine, unit_images
-from cvgl.distributed import barrier, encode_global, init_from_env, is_main
+from cvgl.augment import RowDraws, joint_flip_rotate, photometric, random_affine, unit_images
+from cvgl.distributed import barrier, encode_global, init_from_env, is_main, local_share, rank, shard, world_size
 from cvgl.io import Progress, StackedRows, atomic_path, reading
 from cvgl.losses import info_nce
 from cvgl.models import CrossViewModel, autocast_dtype, load_model_state, resolve_device
@@ -68,7 +69,8 @@ def make_optimizer(model: CrossViewModel, optim_cfg: dict[str, Any]) -> torch.op
     return torch.optim.AdamW(model.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
 
 
-#: A batch's images as gathered from the caches: ground and satellite rows, uint8 (B, H, W, 3).
+#: A batch's images as gathered from the caches: this process's share of its ground and satellite rows, uint8
+#: (b, H, W, 3).
 Pixels = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -76,9 +78,9 @@ Pixels = tuple[torch.Tensor, torch.Tensor]
 class Stage:
     """What `fit` needs to know about one training stage.
 
-    `batches` plans an epoch (row indices only, drawn from the seeded generator), `fetch` gathers a planned
-    batch's pixels (in DataLoader workers, `feed_batches`), `loss` augments them on the device and computes the
-    loss."""
+    `batches` plans an epoch (row indices of global batches, drawn from the seeded generator), `fetch` gathers
+    this process's share of a planned batch's pixels (in DataLoader workers, `feed_batches`), `loss` augments
+    them on the device and computes the loss of the global batch."""
 
     name: str
     epochs: int
@@ -90,11 +92,14 @@ class Stage:
 
 
 def gather_rows(ground: np.ndarray, satellite: np.ndarray) -> Callable[[Batch], Pixels]:
-    """A stage's `fetch`: the planned rows of two (memory-mapped) image arrays as uint8 tensors."""
+    """A stage's `fetch`: this process's share (`local_share`) of a planned batch's rows of two (memory-mapped)
+    image arrays, as uint8 tensors. Across N processes each reads 1/N of every batch from disk."""
+    world, me = world_size(), rank()  # here, not in the DataLoader workers that call `fetch`
 
     def fetch(b: Batch) -> Pixels:
-        return torch.from_numpy(np.require(ground[b[0]], requirements=["C", "W"])), \
-            torch.from_numpy(np.require(satellite[b[1]], requirements=["C", "W"]))
+        mine = shard(len(b[0]), world, me)
+        return torch.from_numpy(np.require(ground[b[0][mine]], requirements=["C", "W"])), \
+            torch.from_numpy(np.require(satellite[b[1][mine]], requirements=["C", "W"]))
 
     return fetch
 
@@ -310,16 +315,18 @@ def intra_view_stage(model: CrossViewModel | torch.nn.Module, ground: np.ndarray
 
     def loss(b: Batch, pixels: Pixels, gen: torch.Generator) -> torch.Tensor:
         g, s = unit_images(pixels[0]), unit_images(pixels[1])
-        flip = torch.rand(len(g), generator=gen) < 0.5
-        g1 = photometric(torch.where(flip.view(-1, 1, 1, 1).to(device), g.flip(-1), g), gen, aug)
-        g2 = photometric(g, gen, aug)
-        s1 = photometric(torch.where(flip.view(-1, 1, 1, 1).to(device), s.flip(-1), s), gen, aug)
+        draws = RowDraws(gen, len(b[0]), local_share(len(b[0])))
+        flip = draws.rand() < 0.5
+        g1 = photometric(torch.where(flip.view(-1, 1, 1, 1).to(device), g.flip(-1), g), draws, aug)
+        g2 = photometric(g, draws, aug)
+        s1 = photometric(torch.where(flip.view(-1, 1, 1, 1).to(device), s.flip(-1), s), draws, aug)
         a = aug.get("intra_affine", {})
-        s2 = photometric(random_affine(s, gen, a.get("shift", 0.2), a.get("scale", 0.2), a.get("rotate", 15)),
-                         gen, aug)
+        s2 = photometric(random_affine(s, draws, a.get("shift", 0.2), a.get("scale", 0.2), a.get("rotate", 15)),
+                         draws, aug)
         eps = scfg["smoothing"]
-        ge, se, scale = encode_global(model, torch.cat([g1, g2]), torch.cat([s1, s2]), dtype)
-        k = len(g)
+        # Both views through each encoder in one batch (BatchNorm sees 2B rows, as the method trains).
+        ge, se, scale = encode_global(model, torch.cat([g1, g2]), torch.cat([s1, s2]), dtype, views=2)
+        k = len(b[0])
         return info_nce(ge[:k], ge[k:], scale, eps) + info_nce(se[:k], se[k:], scale, eps)
 
     epochs = scfg["epochs"]
@@ -335,15 +342,16 @@ def cross_view_loss(model: CrossViewModel | torch.nn.Module, cfg: dict[str, Any]
                     ) -> Callable[[Batch, Pixels, torch.Generator], torch.Tensor]:
     """Loss of a batch of (ground row, satellite row, labeled?) with joint flip/rotation and photometric aug.
 
-    Every process augments the whole global batch; each encodes its rows; the loss sees the gathered batch.
+    Each process augments and encodes its share of the global batch; the loss sees the gathered batch.
     """
     aug, eps = cfg["augment"], cfg["stage"]["smoothing"]
     dtype = autocast_dtype(cfg.get("precision", "auto"), device)
 
     def loss(b: Batch, pixels: Pixels, gen: torch.Generator) -> torch.Tensor:
         g, s = unit_images(pixels[0]), unit_images(pixels[1])
-        g, s = joint_flip_rotate(g, s, gen, aug.get("flip_p", 0.5), aug.get("rotate_p", 0.5))
-        g, s = photometric(g, gen, aug), photometric(s, gen, aug)
+        draws = RowDraws(gen, len(b[0]), local_share(len(b[0])))
+        g, s = joint_flip_rotate(g, s, draws, aug.get("flip_p", 0.5), aug.get("rotate_p", 0.5))
+        g, s = photometric(g, draws, aug), photometric(s, draws, aug)
         labeled = None if b[2] is None else torch.from_numpy(b[2])
         ge, se, scale = encode_global(model, g, s, dtype)
         return info_nce(ge, se, scale, eps, labeled)

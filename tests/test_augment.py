@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cvgl.augment import colour_jitter, joint_flip_rotate
+from cvgl.augment import RowDraws, colour_jitter, joint_flip_rotate, photometric, random_affine
+from cvgl.distributed import shard
 from cvgl.geometry import bev_valid_mask, project_to_bev
 
 
@@ -68,3 +69,25 @@ def test_colour_jitter_is_seeded_and_stays_in_range() -> None:
     a = colour_jitter(x, torch.Generator().manual_seed(3))
     b = colour_jitter(x, torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1 and not torch.equal(a, x)
+
+
+def test_a_share_of_a_batch_gets_exactly_its_rows_of_the_whole_batch_augmentation() -> None:
+    """A torchrun rank augments only its rows (`RowDraws`); each must equal the single-process result's rows,
+    for every augmentation the stages draw (flip/turn, dropout, jitter, blur, affine), with uneven shares."""
+    gen = torch.Generator().manual_seed(0)
+    ground, tile = torch.rand(7, 3, 16, 64, generator=gen), torch.rand(7, 3, 16, 16, generator=gen)
+    cfg = {"cutout_p": 0.5, "jitter": 0.4, "jitter_p": 0.8, "gray_p": 0.2, "blur_p": 0.5}
+
+    def augment_all(g: torch.Tensor, s: torch.Tensor, draws: torch.Generator | RowDraws
+                    ) -> tuple[torch.Tensor, ...]:
+        g, s = joint_flip_rotate(g, s, draws, flip_p=0.5, rotate_p=0.5)
+        return photometric(g, draws, cfg), photometric(s, draws, cfg), random_affine(s, draws, 0.2, 0.2, 15)
+
+    whole = augment_all(ground, tile, torch.Generator().manual_seed(5))
+    assert not torch.equal(whole[0], ground)
+    for world in (2, 3):
+        for r in range(world):
+            mine = shard(7, world, r)
+            part = augment_all(ground[mine], tile[mine], RowDraws(torch.Generator().manual_seed(5), 7, mine))
+            for got, want in zip(part, whole, strict=True):
+                torch.testing.assert_close(got, want[mine], rtol=0, atol=1e-6)

@@ -79,12 +79,24 @@ def train_stages(out: Path, cfg: dict[str, Any] = CFG) -> dict[str, dict[str, An
             stage = intra_view_stage(net, ground, satellite, cfg, device)
         else:
             stage = round_stage(net, ground, satellite, g_ids, s_ids, labels, cfg, device, 1)
+        fetched: list[int] = []
+        stage.fetch = counted(stage.fetch, fetched)
         final = fit(model, optimizer, stage, cfg, out / f"{name}.pt")
         results[name] = {"init": init, "model": {k: v.detach().cpu() for k, v in final["model"].items()},
+                         "fetched": fetched,
                          "losses": [h["loss"] for h in final["history"]],
                          "steps": [h["steps"] for h in final["history"]],
                          "batchnorm": type(model.ground.proj[0]).__name__}
     return results
+
+
+def counted(fetch: Any, rows: list[int]) -> Any:
+    """`fetch`, recording how many ground and satellite rows each call read from the caches."""
+    def wrapped(b: Any) -> Any:
+        g, s = fetch(b)
+        rows.append(len(g) + len(s))
+        return g, s
+    return wrapped
 
 
 def free_port() -> int:
@@ -136,6 +148,9 @@ def test_two_processes_train_exactly_like_one_on_the_same_global_batch(tmp_path:
         assert_same_training(single[name], ranks[0][name], name)
         for key, value in ranks[0][name]["model"].items():  # every rank holds the same weights
             assert torch.equal(ranks[1][name]["model"][key], value), f"{name}: rank 1 {key}"
+        # Each rank read only its share of every batch from the caches: 3 + 2 of 5 rows per view.
+        assert single[name]["fetched"] and all(n == 10 for n in single[name]["fetched"]), name
+        assert [set(ranks[r][name]["fetched"]) for r in range(WORLD)] == [{6}, {4}], name
         written = torch.load(tmp_path / "multi" / f"{name}.pt", weights_only=False)  # rank 0 wrote it
         assert all(torch.equal(written["model"][k], v) for k, v in ranks[0][name]["model"].items())
     assert not list((tmp_path / "multi").glob("*.state"))

@@ -8,7 +8,7 @@ only on the ids.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,7 @@ def write_embedding_shards(ids: Sequence[str], emb: np.ndarray, out_dir: Path, p
         path = shard_path(out_dir, prefix, part)
         with atomic_path(path) as tmp:
             table = _shard_table(ids[start:start + max_rows], emb[start:start + max_rows])
-            pq.write_table(table, tmp, compression="zstd")
+            pq.write_table(table, tmp, compression="zstd", row_group_size=_group_rows(emb.shape[1]))
         paths.append(path)
     written = {p.name for p in paths}
     for stale in list_shards(out_dir, prefix):
@@ -84,18 +84,34 @@ def list_shards(directory: Path, prefix: str | None = None) -> list[Path]:
     return sorted(p for p in directory.iterdir() if pattern.fullmatch(p.name))
 
 
-def _read_shard(path: Path) -> tuple[list[str], np.ndarray]:
+def _read_shard_header(path: Path) -> tuple[list[str], int]:
+    """A shard's image ids (its `image_id` column only) and embedding dimension, after checking its columns."""
     with reading(path, "embedding shard"):
-        table = pq.read_table(path)
-    for column in EMBEDDING_COLUMNS:
-        if column not in table.column_names:
-            raise ValueError(f"{path}: missing column '{column}'; found {table.column_names}")
-    column_type = table.schema.field("embedding").type
-    if not pa.types.is_fixed_size_list(column_type):
-        raise ValueError(f"{path}: column 'embedding' must be a fixed-size list of float32, got {column_type}")
-    flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    emb = flat.astype(np.float32, copy=False).reshape(table.num_rows, column_type.list_size)
-    return table.column("image_id").to_pylist(), emb
+        shard = pq.ParquetFile(path)
+        names = shard.schema_arrow.names
+        for column in EMBEDDING_COLUMNS:
+            if column not in names:
+                raise ValueError(f"{path}: missing column '{column}'; found {names}")
+        column_type = shard.schema_arrow.field("embedding").type
+        if not pa.types.is_fixed_size_list(column_type):
+            raise ValueError(f"{path}: column 'embedding' must be a fixed-size list of float32, got {column_type}")
+        return shard.read(columns=["image_id"]).column("image_id").to_pylist(), column_type.list_size
+
+
+#: Rows per Parquet row group and per read batch, by bytes: a reader decodes one group at a time.
+GROUP_BYTES = 16 * 2**20
+
+
+def _group_rows(dim: int) -> int:
+    return max(1, GROUP_BYTES // (4 * max(1, dim)))
+
+
+def _read_shard_vectors(path: Path, dim: int) -> Iterator[np.ndarray]:
+    """A shard's embeddings as consecutive float32 (rows, dim) batches of about `GROUP_BYTES` each."""
+    with reading(path, "embedding shard"):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=_group_rows(dim), columns=["embedding"]):
+            flat = batch.column(0).flatten().to_numpy(zero_copy_only=False)
+            yield flat.astype(np.float32, copy=False).reshape(batch.num_rows, dim)
 
 
 def read_embeddings(paths_or_dir: Path | str | Iterable[Path | str],
@@ -104,6 +120,8 @@ def read_embeddings(paths_or_dir: Path | str | Iterable[Path | str],
 
     `paths_or_dir` is a directory (its `prefix` shards, or every parquet file if prefix is None), a single shard,
     or an iterable of shard paths. Duplicate ids or differing dimensions across shards are errors.
+    Peak memory is the result plus one row group (`GROUP_BYTES`): the ids are read first, then each group's
+    rows are written straight to their sorted places.
     """
     if isinstance(paths_or_dir, (str, Path)) and Path(paths_or_dir).is_dir():
         paths = list_shards(Path(paths_or_dir), prefix)
@@ -115,29 +133,33 @@ def read_embeddings(paths_or_dir: Path | str | Iterable[Path | str],
         paths = [Path(p) for p in paths_or_dir]
     if not paths:
         raise ValueError("read_embeddings: no shard paths given")
-    ids: list[str] = []
-    blocks: list[np.ndarray] = []
-    for path in paths:
-        shard_ids, shard_emb = _read_shard(path)
-        if blocks and shard_emb.shape[1] != blocks[0].shape[1]:
-            raise ValueError(f"{path}: embedding dimension {shard_emb.shape[1]} differs from {paths[0]}'s "
-                             f"{blocks[0].shape[1]}")
-        ids.extend(shard_ids)
-        blocks.append(shard_emb)
-    all_ids = np.asarray(ids, dtype=object)
+    headers = [_read_shard_header(path) for path in paths]
+    for path, (_, dim) in zip(paths, headers, strict=True):
+        if dim != headers[0][1]:
+            raise ValueError(f"{path}: embedding dimension {dim} differs from {paths[0]}'s {headers[0][1]}")
+    all_ids = np.asarray([i for ids, _ in headers for i in ids], dtype=object)
     order = np.argsort(all_ids, kind="stable")
     all_ids = all_ids[order]
     duplicated = all_ids[1:][all_ids[1:] == all_ids[:-1]]
     if len(duplicated):
         raise ValueError(f"duplicate image id {duplicated[0]!r} in embedding shards {[str(p) for p in paths]}")
-    # One output array filled shard by shard (no concatenated copy), reordered only when the shards were not
-    # already in id order: peak memory about one copy of the embeddings, not three.
-    out = np.empty((len(all_ids), blocks[0].shape[1]), dtype=np.float32)
+    place = np.empty(len(order), dtype=np.int64)
+    place[order] = np.arange(len(order))  # read row r goes to sorted row place[r]
+    out = np.empty((len(all_ids), headers[0][1]), dtype=np.float32)
     start = 0
-    while blocks:
-        block = blocks.pop(0)
-        out[start:start + len(block)] = block
-        start += len(block)
-    if np.any(order != np.arange(len(order))):
-        out = out[order]
+    for path, (ids, dim) in zip(paths, headers, strict=True):
+        end = start + len(ids)
+        for block in _read_shard_vectors(path, dim):
+            rows = place[start:start + len(block)]
+            if start + len(block) > end:
+                raise ValueError(f"{path}: more embeddings than its {len(ids)} ids")
+            if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
+                out[rows[0]:rows[0] + len(rows)] = block  # already in order: one contiguous copy
+            else:
+                out[rows] = block
+            start += len(block)
+        if start != end:
+            raise ValueError(f"{path}: {len(ids)} ids but {len(ids) - (end - start)} embeddings")
+        # Arrow's pool (mimalloc) keeps freed blocks; a job reading a few GB of shards held ~3x their size.
+        pa.default_memory_pool().release_unused()
     return all_ids, out

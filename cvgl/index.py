@@ -32,6 +32,15 @@ def as_embedding_matrix(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
+#: The most bytes of one block of scores (rows x M float32): exact matching's memory is bounded by this, not by N.
+BLOCK_BYTES = 256 * 2**20
+
+
+def block_rows(chunk: int, columns: int) -> int:
+    """Rows per block: at most `chunk` (`labels.chunk`), and at most `BLOCK_BYTES` of scores against `columns`."""
+    return max(1, min(chunk, BLOCK_BYTES // (4 * max(1, columns))))
+
+
 def similarity_blocks(query: np.ndarray, reference: np.ndarray, chunk: int,
                       device: str | torch.device = "cpu") -> Iterator[tuple[int, torch.Tensor]]:
     """Yield `(start, query[start:start+chunk] @ reference.T)` for consecutive blocks of query rows.

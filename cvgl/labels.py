@@ -148,7 +148,8 @@ def csls_blocks(make_blocks: Callable[[], Iterable[tuple[int, torch.Tensor]]], n
             row_mean = torch.empty(n, device=sims.device)
             col_top = torch.full((k_col, m), -math.inf, device=sims.device)
         row_mean[start:start + len(sims)] = sims.topk(k_row, dim=1).values.mean(dim=1)
-        col_top = torch.cat([col_top, sims]).topk(k_col, dim=0).values
+        # The block's own top k first: the same values as the top k of everything, without a copy of the block.
+        col_top = torch.cat([col_top, sims.topk(min(k_col, len(sims)), dim=0).values]).topk(k_col, dim=0).values
     if row_mean is None or col_top is None:
         return
     col_half = col_top.mean(dim=0) / 2

@@ -22,7 +22,7 @@ from cvgl.data.manifest import image_ids, read_images, read_truth, write_manifes
 from cvgl.distributed import training_network
 from cvgl.embed import embed_images
 from cvgl.embed_io import read_embeddings, write_embedding_shards
-from cvgl.index import build_index, read_index, set_search_parameters, set_threads, write_index
+from cvgl.index import block_rows, build_index, read_index, set_search_parameters, set_threads, write_index
 from cvgl.io import (
     Progress,
     atomic_path,
@@ -292,7 +292,8 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path | None, labeled_pa
         # Exact: one blocked N x M product gives both directions (a flat index would need two); the prior's
         # fused scores and the CSLS rescaling exist only this way.
         prior = read_prior(prior_dir, g_ids, s_ids) if weight > 0 and prior_dir is not None else None
-        matches = exact_matches(ground, satellite, cfg.get("chunk", 4096), prior, weight, csls_k,
+        chunk = block_rows(cfg.get("chunk", 4096), len(satellite))
+        matches = exact_matches(ground, satellite, chunk, prior, weight, csls_k,
                                 resolve_device(device_name), cfg.get("prior_metric", "l1"))
     else:
         # Approximate: both directions through indices of the configured kind (never an N x M product).

@@ -76,8 +76,9 @@ def read_prior(prior_dir: Path, ground_ids: np.ndarray, satellite_ids: np.ndarra
 
 
 def _standardise_rows(block: torch.Tensor) -> torch.Tensor:
-    mean = block.mean(dim=1, keepdim=True)
-    return (block - mean) / block.std(dim=1, keepdim=True).clamp_min(1e-12)
+    """Each row to mean 0, standard deviation 1, in place (a block is chunk x M: no copies of it)."""
+    mean, std = block.mean(dim=1, keepdim=True), block.std(dim=1, keepdim=True).clamp_min(1e-12)
+    return block.sub_(mean).div_(std)
 
 
 def mean_row_std(ground: np.ndarray, satellite: np.ndarray, chunk: int, device: str | torch.device = "cpu"
@@ -97,7 +98,7 @@ def pixel_similarity(ground_block: torch.Tensor, satellite: torch.Tensor, metric
     """(rows, M) pixel similarity of standardised descriptors: -sum |a - b| (l1) or a . b (correlation, a
     matrix product; for standardised rows a monotone function of -||a - b||^2, so rows rank alike)."""
     if metric == "l1":
-        return -torch.cdist(ground_block, satellite, p=1)
+        return torch.cdist(ground_block, satellite, p=1).neg_()
     if metric == "correlation":
         return ground_block @ satellite.T
     raise ValueError(f"labels.prior_metric must be one of {list(PRIOR_METRICS)}, got {metric!r}")
@@ -118,7 +119,8 @@ def fused_similarity_blocks(ground: np.ndarray, satellite: np.ndarray, prior_gro
     ps = torch.from_numpy(prior_satellite).to(device)
     for start, block in similarity_blocks(ground, satellite, chunk, device):
         pixel = pixel_similarity(torch.from_numpy(prior_ground[start:start + chunk]).to(device), ps, metric)
-        fused = _standardise_rows(block) + weight * _standardise_rows(pixel)
+        fused = _standardise_rows(block).add_(_standardise_rows(pixel).mul_(weight))
+        del pixel
         yield start, fused.mul_(sigma / (1.0 + weight))
 
 

@@ -42,18 +42,27 @@ LABEL_SCHEMA = pa.schema([
 LABEL_COLUMNS = tuple(LABEL_SCHEMA.names)
 
 
-def margin_threshold(round_index: int, t0: float, rounds: int) -> float:
+#: `rounds.threshold_schedule` values: the paper's relaxing curriculum, or t0 in every round (its ablation).
+THRESHOLD_SCHEDULES = ("cosine", "constant")
+
+
+def margin_threshold(round_index: int, t0: float, rounds: int, schedule: str = "cosine") -> float:
     """Margin threshold of self-training round `round_index` (1..rounds): t0 * ½(1 + cos(π (round - 1) / rounds)).
 
     Round 1 is the strictest (t0); the threshold relaxes towards 0 but stays > 0 in the last round, so a ground
-    whose top-1 and top-2 scores tie exactly is never kept.
+    whose top-1 and top-2 scores tie exactly is never kept. `schedule` "constant" keeps t0 in every round (the
+    paper's "without curriculum" ablation).
     """
+    if schedule not in THRESHOLD_SCHEDULES:
+        raise ValueError(f"rounds.threshold_schedule must be one of {list(THRESHOLD_SCHEDULES)}, got {schedule!r}")
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     if not 1 <= round_index <= rounds:
         raise ValueError(f"round_index must be in 1..{rounds}, got {round_index}")
     if t0 < 0:
         raise ValueError(f"t0 must be >= 0, got {t0}")
+    if schedule == "constant":
+        return t0
     return t0 * 0.5 * (1.0 + math.cos(math.pi * (round_index - 1) / rounds))
 
 
@@ -230,10 +239,13 @@ def _apply_labeled(table: pd.DataFrame, labeled: pd.DataFrame, satellite_ids: np
 
 
 def build_label_table(ground_ids: Sequence[str], satellite_ids: Sequence[str], matches: Matches,
-                      threshold: float, labeled: pd.DataFrame | None = None) -> pd.DataFrame:
+                      threshold: float, labeled: pd.DataFrame | None = None, require_mutual: bool = True
+                      ) -> pd.DataFrame:
     """The labels.parquet table: one row per ground (sorted by ground_id) with its top-1 satellite and verdict.
 
     kept = mutual & (margin >= threshold), compared in float32 so it can be recomputed from the stored columns.
+    With `require_mutual` False (`labels.mutual: false`, the paper's "without mutual matching" ablation) every
+    ground's top-1 is a candidate: kept = margin >= threshold. (`labels.margin_filter: false` is threshold 0.)
     Labeled pairs (semi-supervised mode) override their grounds' rows (satellite_id, kept = True,
     source = "labeled"); their score, second_score, margin and mutual still describe the model's own top-1.
     """
@@ -250,7 +262,7 @@ def build_label_table(ground_ids: Sequence[str], satellite_ids: Sequence[str], m
         "margin": margin,
         "mutual": matches.mutual.astype(bool),
         "threshold": np.full(n, threshold32, dtype=np.float32),
-        "kept": matches.mutual.astype(bool) & (margin >= threshold32),
+        "kept": (matches.mutual.astype(bool) | (not require_mutual)) & (margin >= threshold32),
         "source": np.full(n, "pseudo", dtype=object),
         "correct": pd.array([pd.NA] * n, dtype="boolean"),
     })

@@ -304,12 +304,21 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path | None, labeled_pa
             raise ValueError(f"{index_path}: its ids do not match the satellite embeddings in {embeddings_dir}")
         set_search_parameters(index, cfg.get("search"))
         matches = mutual_matches_faiss(ground, satellite, index, cfg["index"], cfg.get("search"))
-    threshold = margin_threshold(round_index, cfg["t0"], cfg["rounds"])
+    threshold = round_threshold(round_index, cfg)
     labeled = read_parquet(labeled_path, ["ground_id", "satellite_id"])
-    table = build_label_table(list(g_ids), list(s_ids), matches, threshold, labeled if len(labeled) else None)
+    table = build_label_table(list(g_ids), list(s_ids), matches, threshold, labeled if len(labeled) else None,
+                              require_mutual=cfg.get("mutual", True))
     write_label_table(table, out)
     print(f"[labels round {round_index}] threshold {threshold:.4f}: {int(table.mutual.sum())} mutual, "
           f"{int(table.kept.sum())} kept of {len(table)} ({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+
+
+def round_threshold(round_index: int, cfg: dict[str, Any]) -> float:
+    """Round n's margin threshold: the curriculum of `rounds.threshold_schedule` from `rounds.t0`, or 0 with
+    `labels.margin_filter: false` (the paper's "without threshold filter" ablation: every mutual pair kept)."""
+    if not cfg.get("margin_filter", True):
+        return 0.0
+    return margin_threshold(round_index, cfg["t0"], cfg["rounds"], cfg.get("threshold_schedule", "cosine"))
 
 
 def diagnose_stage(matches_path: Path, manifest_dir: Path, out: Path) -> None:

@@ -20,6 +20,7 @@ from cvgl.labels import (
     read_label_table,
     write_label_table,
 )
+from cvgl.pipeline import round_threshold
 
 MATCH_FIELDS = ("top1", "score", "second_score", "mutual", "reverse_top1")
 
@@ -191,6 +192,23 @@ def test_label_table_keeps_mutual_pairs_with_enough_margin() -> None:
     assert list(table["kept"]) == [True, False, False, True]
     assert set(table["source"]) == {"pseudo"} and table["correct"].isna().all()
     assert table["threshold"].dtype == np.float32 and table["score"].dtype == np.float32
+
+
+def test_the_ablation_switches_drop_one_part_of_the_selection_each() -> None:
+    """Without mutual matching every top-1 with the margin is kept (g2 joins); without the threshold filter every
+    mutual pair is (g1 joins, threshold 0); without the curriculum round n's threshold is round 1's."""
+    no_mutual = build_label_table(GROUNDS, SATELLITES, hand_matches(), THRESHOLD, require_mutual=False)
+    assert list(no_mutual["kept"]) == [True, False, True, True]
+    assert list(no_mutual["mutual"]) == [True, True, False, True]  # still recorded
+    cfg = {"t0": THRESHOLD, "rounds": 4, "margin_filter": False}
+    no_filter = build_label_table(GROUNDS, SATELLITES, hand_matches(), round_threshold(3, cfg))
+    assert list(no_filter["kept"]) == [True, True, False, True] and set(no_filter["threshold"]) == {0.0}
+    cosine = dict(cfg, margin_filter=True)
+    assert round_threshold(3, cosine) == margin_threshold(3, THRESHOLD, 4) == pytest.approx(THRESHOLD / 2)
+    constant = dict(cosine, threshold_schedule="constant")
+    assert [round_threshold(n, constant) for n in range(1, 5)] == [THRESHOLD] * 4
+    with pytest.raises(ValueError, match="threshold_schedule"):
+        margin_threshold(1, THRESHOLD, 4, "linear")
 
 
 def test_label_table_is_sorted_by_ground_id() -> None:

@@ -70,7 +70,7 @@ from cvgl.translate import make_translator
 def synth_stage(synth_cfg: dict[str, Any], root: Path, seed: int, threads: int = 1) -> None:
     """Render the built-in synthetic world at `root` in the layout `synth.layout` names (cvusa|cvact|vigor),
     its locations on `threads` processes (same bytes whatever the count)."""
-    from cvgl.data.synth import synth_config_from_dict, write_synthetic
+    from cvgl.synth import synth_config_from_dict, write_synthetic
 
     write_synthetic(synth_config_from_dict(synth_cfg), Path(root), seed, workers=threads)
 

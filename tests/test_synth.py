@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvgl.data import synth
-from cvgl.data.synth import SynthConfig, synth_config_from_dict, write_synthetic_cvusa
+from cvgl.synth import cvusa as synth
+from cvgl.synth.cvusa import SynthConfig, synth_config_from_dict, write_synthetic_cvusa
 
 TINY = SynthConfig(train_locations=12, test_locations=6, tile_size=64, pano_width=256)
 

@@ -16,10 +16,13 @@ import scipy.io as sio
 import torch
 from PIL import Image
 
-from cvgl.data import synth_layouts
 from cvgl.data.cvact import build_cvact_manifests
 from cvgl.data.cvusa import build_cvusa_manifests
-from cvgl.data.synth import (
+from cvgl.data.vigor import build_vigor_manifests
+from cvgl.geo import haversine_m
+from cvgl.geometry import project_to_bev
+from cvgl.synth import vigor as synth_layouts
+from cvgl.synth.cvusa import (
     METRES_PER_DEG_LAT,
     ORIGIN_LAT,
     ORIGIN_LON,
@@ -28,12 +31,9 @@ from cvgl.data.synth import (
     write_synthetic,
     write_synthetic_cvusa,
 )
-from cvgl.data.synth_layouts import VIGOR_ANCHORS, vigor_tiles_of
-from cvgl.data.synth_render import RenderSpec, ground_pyramid, render_panorama, render_tile
-from cvgl.data.synth_world import flat_world, value_noise
-from cvgl.data.vigor import build_vigor_manifests
-from cvgl.geo import haversine_m
-from cvgl.geometry import project_to_bev
+from cvgl.synth.render import RenderSpec, ground_pyramid, render_panorama, render_tile
+from cvgl.synth.vigor import VIGOR_ANCHORS, vigor_tiles_of
+from cvgl.synth.world import flat_world, value_noise
 
 TINY = SynthConfig(train_locations=5, test_locations=3, tile_size=32, pano_width=64)
 CVACT = dataclasses.replace(TINY, layout="cvact")

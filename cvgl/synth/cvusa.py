@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cvgl.data.synth_render import GroundMipmap, RenderKnobs, RenderSpec, ground_pyramid, render_panorama, render_tile
-from cvgl.data.synth_world import World, WorldSpec, build_world
 from cvgl.geometry import bev_half_extent_m, cvusa_band_height, to_uint8
+from cvgl.synth.render import GroundMipmap, RenderKnobs, RenderSpec, ground_pyramid, render_panorama, render_tile
+from cvgl.synth.world import World, WorldSpec, build_world
 
 SPLIT_FILES = {"train": "train-19zl.csv", "test": "val-19zl.csv"}
 #: On-disk layouts ``write_synthetic`` can write (``SynthConfig.layout``).
@@ -239,9 +239,9 @@ def write_synthetic(cfg: SynthConfig, root: Path, seed: int, progress: bool = Tr
     if cfg.layout == "cvusa":
         writer = _write_dataset
     elif cfg.layout == "cvact":
-        from cvgl.data.synth_layouts import write_cvact_dataset as writer
+        from cvgl.synth.vigor import write_cvact_dataset as writer
     elif cfg.layout == "vigor":
-        from cvgl.data.synth_layouts import write_vigor_dataset as writer
+        from cvgl.synth.vigor import write_vigor_dataset as writer
     else:
         raise ValueError(f"synth.layout must be one of {', '.join(LAYOUTS)}, got {cfg.layout!r}")
     _write_atomically(writer, cfg, Path(root), seed, progress, workers)

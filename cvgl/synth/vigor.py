@@ -59,7 +59,8 @@ import numpy as np
 import scipy.io as sio
 from PIL import Image
 
-from cvgl.data.synth import (
+from cvgl.geometry import to_uint8
+from cvgl.synth.cvusa import (
     METRES_PER_DEG_LAT,
     SynthConfig,
     _border_m,
@@ -72,9 +73,8 @@ from cvgl.data.synth import (
     map_in_order,
     render_location,
 )
-from cvgl.data.synth_render import GroundMipmap, RenderSpec, ground_pyramid, render_panorama, render_tile
-from cvgl.data.synth_world import World
-from cvgl.geometry import to_uint8
+from cvgl.synth.render import GroundMipmap, RenderSpec, ground_pyramid, render_panorama, render_tile
+from cvgl.synth.world import World
 
 #: Characters of the synthetic pano ids (url-safe base64, like Google Street View pano ids).
 ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))

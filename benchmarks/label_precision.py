@@ -10,10 +10,11 @@ Similarities:
   (`labels.symmetries`, `cvgl.embed.embed_images`); k = 1 is the plain embedding;
 * (cross + fake)/2: also the satellite encoder's similarity between each panorama's translated projection and
   every tile (the cold start's own bridge between the views);
-* prior w: what `labels.prior_weight: w` fuses (cvgl/prior.py): row-standardised cross similarity plus w x the
-  row-standardised pixel similarity of each raw projection to every tile on the centre disc the satellite
-  encoder sees, in cosine units (so the margin threshold `--t0` applies as in the workflow).
-* csls K: any of the above rescaled against hubs as `labels.csls_k: K` does (`cvgl.prior.score_blocks`).
+* prior w: what `labels.prior_weight: w` fuses (cvgl/labels.py; descriptors from cvgl/prior.py):
+  row-standardised cross similarity plus w x the row-standardised pixel similarity of each raw projection to
+  every tile on the centre disc the satellite encoder sees, in cosine units (so the margin threshold `--t0`
+  applies as in the workflow).
+* csls K: any of the above rescaled against hubs as `labels.csls_k: K` does (`cvgl.labels.score_blocks`).
 
 Under the lines of each k, a grid gives the kept pairs and their precision at several round-1 thresholds.
 
@@ -32,8 +33,9 @@ import torch
 from cvgl.data.manifest import read_truth
 from cvgl.embed import embed_images
 from cvgl.io import load_images, read_image_cache, read_parquet
+from cvgl.labels import PRIOR_METRICS, pixel_similarity, score_blocks
 from cvgl.pipeline import load_translated
-from cvgl.prior import PRIOR_METRICS, pixel_descriptors, pixel_similarity, score_blocks
+from cvgl.prior import pixel_descriptors
 from cvgl.train import model_from_checkpoint
 
 TOP = (60, 120, 240)

@@ -6,7 +6,8 @@ inside clusters as real ones do. In one process, per N:
 
 * dense (docs/method.md §5.2, official): D = G Sᵀ and Dᵀ = S Gᵀ as two N x N float32 matrices, argmaxes of both,
   top-2 by partition on the mutual rows; skipped (and said so) where the two matrices cannot fit in memory;
-* cvgl exact (`cvgl.labels.mutual_matches`): one blocked N x N product, row top-2 and a running column max;
+* cvgl exact (`cvgl.labels.mutual_matches` on plain scores): one blocked N x N product, row top-2 and a running
+  column max;
 * cvgl approximate (`mutual_matches_faiss` with IVF indices in both directions), at the largest N, with its
   kept-pair agreement against exact matching on a random subsample of grounds.
 

@@ -129,7 +129,7 @@ def evaluate(root: Path, fov_deg: float, bev_size: int | None) -> dict[str, dict
 
 def generate(seed: int) -> tuple[Path, float]:
     """Write the default synthetic world to a temporary directory; returns (root, seconds)."""
-    from cvgl.data.synth import SynthConfig, write_synthetic_cvusa
+    from cvgl.synth import SynthConfig, write_synthetic_cvusa
 
     root = Path(tempfile.mkdtemp(prefix="cvgl-synth-")) / "synth"
     start = time.perf_counter()

@@ -26,10 +26,10 @@ from cvgl.config import round_settings
 from cvgl.data.manifest import read_images, read_truth, select_labeled
 from cvgl.embed import embed_images
 from cvgl.io import read_image_cache
-from cvgl.labels import build_label_table, fill_correct, label_summary, margin_threshold
+from cvgl.labels import build_label_table, fill_correct, label_summary, margin_threshold, mutual_matches
 from cvgl.metrics import recall_at_k, retrieval_ranks
 from cvgl.pipeline import load_translated
-from cvgl.prior import exact_matches, read_prior
+from cvgl.prior import read_prior
 from cvgl.train import build_model, load_checkpoint, round_stage, run_epoch, setup_torch
 
 
@@ -60,8 +60,8 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
         k = labels_cfg.get("symmetries", 1)  # as the workflow's train embeddings
         g = embed_images(model, ground, "ground", 256, device, symmetries=k)
         s = embed_images(model, sats, "satellite", 256, device, symmetries=k)
-        m = exact_matches(g, s, labels_cfg.get("chunk", 4096), prior, weight,  # as the pseudo_label rule
-                          int(labels_cfg.get("csls_k") or 0), metric=labels_cfg.get("prior_metric", "l1"))
+        m = mutual_matches(g, s, labels_cfg.get("chunk", 4096), prior=prior, prior_weight=weight,  # as pseudo_label
+                           prior_metric=labels_cfg.get("prior_metric", "l1"), csls_k=int(labels_cfg.get("csls_k") or 0))
         table = build_label_table(list(g_ids), list(s_ids), m, margin_threshold(n, r["t0"], rounds["count"]),
                                   labeled if len(labeled) else None)
         rc = dict(ckpt["config"], optim=dict(ckpt["config"]["optim"], lr=r["lr"]), stage=r)  # as train_round

@@ -42,6 +42,7 @@ from cvgl.labels import (
     fill_correct,
     label_summary,
     margin_threshold,
+    mutual_matches,
     mutual_matches_faiss,
     read_label_table,
     write_label_table,
@@ -49,7 +50,7 @@ from cvgl.labels import (
 from cvgl.localize import retrieval_table
 from cvgl.metrics import distance_metrics, format_count, format_percent, hit_rate, ranked_retrievals, recall_at_k
 from cvgl.models import autocast_dtype, resolve_device
-from cvgl.prior import exact_matches, read_prior
+from cvgl.prior import read_prior
 from cvgl.train import (
     Stage,
     build_model,
@@ -70,7 +71,7 @@ from cvgl.translate import make_translator
 def synth_stage(synth_cfg: dict[str, Any], root: Path, seed: int, threads: int = 1) -> None:
     """Render the built-in synthetic world at `root` in the layout `synth.layout` names (cvusa|cvact|vigor),
     its locations on `threads` processes (same bytes whatever the count)."""
-    from cvgl.data.synth import synth_config_from_dict, write_synthetic
+    from cvgl.synth import synth_config_from_dict, write_synthetic
 
     write_synthetic(synth_config_from_dict(synth_cfg), Path(root), seed, workers=threads)
 
@@ -293,8 +294,9 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path | None, labeled_pa
         # fused scores and the CSLS rescaling exist only this way.
         prior = read_prior(prior_dir, g_ids, s_ids) if weight > 0 and prior_dir is not None else None
         chunk = block_rows(cfg.get("chunk", 4096), len(satellite))
-        matches = exact_matches(ground, satellite, chunk, prior, weight, csls_k,
-                                resolve_device(device_name), cfg.get("prior_metric", "l1"))
+        matches = mutual_matches(ground, satellite, chunk, prior=prior, prior_weight=weight,
+                                 prior_metric=cfg.get("prior_metric", "l1"), csls_k=csls_k,
+                                 device=resolve_device(device_name))
     else:
         # Approximate: both directions through indices of the configured kind (never an N x M product).
         if index_path is None:

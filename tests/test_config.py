@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from cvgl.config import config_errors, load_schema, resolve_config, round_settings
-from cvgl.data.synth import SynthConfig
 from cvgl.models import CrossViewModel
+from cvgl.synth import SynthConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"

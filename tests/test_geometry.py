@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from cvgl.data.synth_render import RenderSpec, ground_pyramid, render_panorama, render_tile
-from cvgl.data.synth_world import flat_world, value_noise
 from cvgl.geometry import (
     bev_focal_length,
     bev_ground_offsets_m,
@@ -23,6 +21,8 @@ from cvgl.geometry import (
     project_to_bev,
     to_uint8,
 )
+from cvgl.synth.render import RenderSpec, ground_pyramid, render_panorama, render_tile
+from cvgl.synth.world import flat_world, value_noise
 
 PANO_W, TILE = 512, 128
 PANO_HW = (93, PANO_W)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cvgl.embed_io import read_embeddings, write_embedding_shards
-from cvgl.index import build_index
+from cvgl.index import build_index, write_index
 from cvgl.labels import (
     LABEL_COLUMNS,
     Matches,
@@ -20,7 +20,7 @@ from cvgl.labels import (
     read_label_table,
     write_label_table,
 )
-from cvgl.pipeline import round_threshold
+from cvgl.pipeline import pseudo_label_stage, round_threshold
 
 MATCH_FIELDS = ("top1", "score", "second_score", "mutual", "reverse_top1")
 
@@ -248,6 +248,51 @@ def test_labels_do_not_depend_on_the_order_satellites_are_listed_in(tmp_path) ->
     shuffled = np.random.default_rng(0).permutation(len(satellite))
     pd.testing.assert_frame_equal(labels_from_shards(tmp_path / "b", ground, satellite, shuffled), reference)
     assert reference["kept"].any()
+
+
+def pseudo_label_inputs(tmp_path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Train embeddings and prior descriptors (40 grounds, 30 satellites) as the stage reads them, no labeled pairs."""
+    rng = np.random.default_rng(6)
+    ground, satellite = gaussian(rng, 40), gaussian(rng, 30)
+    prior = rng.normal(size=(40, 12)).astype(np.float32), rng.normal(size=(30, 12)).astype(np.float32)
+    for directory, (g, s) in (("emb", (ground, satellite)), ("prior", prior)):
+        write_embedding_shards([f"g{i:02d}" for i in range(40)], g, tmp_path / directory, "ground")
+        write_embedding_shards([f"s{i:02d}" for i in range(30)], s, tmp_path / directory, "satellite")
+    pd.DataFrame({"ground_id": pd.Series([], dtype=str), "satellite_id": pd.Series([], dtype=str)}).to_parquet(
+        tmp_path / "labeled.parquet")
+    return ground, satellite, prior
+
+
+def run_pseudo_label_stage(tmp_path, cfg: dict, index_path=None) -> pd.DataFrame:
+    out = tmp_path / "matches.parquet"
+    pseudo_label_stage(tmp_path / "emb", index_path, tmp_path / "labeled.parquet", 1, cfg, out, 1,
+                       prior_dir=tmp_path / "prior")
+    return read_label_table(out)
+
+
+@pytest.mark.parametrize("options", [{}, {"prior_weight": 2.0}, {"csls_k": 3},
+                                     {"prior_weight": 1.0, "prior_metric": "correlation", "csls_k": 3}],
+                         ids=["plain", "prior", "csls", "prior-correlation-csls"])
+def test_the_pseudo_label_stage_labels_with_the_one_exact_matcher(tmp_path, options: dict) -> None:
+    ground, satellite, prior = pseudo_label_inputs(tmp_path)
+    table = run_pseudo_label_stage(tmp_path, {"t0": 0.05, "rounds": 2, "chunk": 8, **options})
+    matches = mutual_matches(ground, satellite, 8, prior=prior, prior_weight=options.get("prior_weight", 0.0),
+                             prior_metric=options.get("prior_metric", "l1"), csls_k=options.get("csls_k", 0))
+    expected = build_label_table([f"g{i:02d}" for i in range(40)], [f"s{i:02d}" for i in range(30)], matches,
+                                 margin_threshold(1, 0.05, 2))
+    pd.testing.assert_frame_equal(table, expected)
+
+
+def test_the_pseudo_label_stage_through_an_exhaustive_index_labels_as_the_exact_matcher(tmp_path) -> None:
+    _, satellite, _ = pseudo_label_inputs(tmp_path)
+    exact = run_pseudo_label_stage(tmp_path, {"t0": 0.05, "rounds": 2})
+    write_index(build_index(satellite, "IVF2,Flat", "nprobe=2"), [f"s{i:02d}" for i in range(30)],
+                tmp_path / "index.faiss")
+    approximate = run_pseudo_label_stage(tmp_path, {"t0": 0.05, "rounds": 2, "index": "IVF2,Flat",
+                                                    "search": "nprobe=2"}, tmp_path / "index.faiss")
+    for column in ("ground_id", "satellite_id", "mutual", "kept"):
+        assert approximate[column].tolist() == exact[column].tolist(), column
+    np.testing.assert_allclose(approximate["margin"], exact["margin"], atol=1e-6)
 
 
 def test_label_table_parquet_is_byte_identical_and_round_trips(tmp_path) -> None:

@@ -1,5 +1,5 @@
-"""The projection prior fused into pseudo-label scores (cvgl/prior.py) and the CSLS rescaling, against dense
-hand computations."""
+"""The projection prior's descriptors (cvgl/prior.py), fused into the pseudo-label scores, and the CSLS rescaling
+(score options of cvgl/labels.py's one exact matcher), against dense hand computations."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from cvgl.index import similarity_blocks
-from cvgl.labels import csls_blocks, matches_from_blocks, mutual_matches
+from cvgl.labels import csls_blocks, fused_similarity_blocks, matches_from_blocks, mutual_matches, pixel_similarity
 from cvgl.models import centre_disc
 from cvgl.pipeline import pseudo_label_stage
-from cvgl.prior import exact_matches, fused_similarity_blocks, pixel_descriptors, pixel_similarity
+from cvgl.prior import pixel_descriptors
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -141,17 +141,17 @@ def test_csls_turns_a_hub_back_into_the_right_mutual_pairs() -> None:
 
 
 @pytest.mark.parametrize("weight", [0.0, 1.5])
-def test_exact_matches_with_csls_are_the_dense_mutual_matches(weight: float) -> None:
+def test_mutual_matches_with_csls_are_the_dense_mutual_matches(weight: float) -> None:
     rng = np.random.default_rng(5)
     g, s = unit_rows(rng, 13, 6), unit_rows(rng, 10, 6)
     pg, ps = rng.normal(size=(13, 5)).astype(np.float32), rng.normal(size=(10, 5)).astype(np.float32)
     base = np.concatenate([b.numpy() for _, b in fused_similarity_blocks(g, s, pg, ps, weight, 4)]) if weight \
         else g.astype(np.float64) @ s.T
     expected = csls_reference(base.astype(np.float64), 3)
-    m = exact_matches(g, s, 4, (pg, ps), weight, csls_k=3)
+    m = mutual_matches(g, s, 4, prior=(pg, ps), prior_weight=weight, csls_k=3)
     assert np.array_equal(m.top1, expected.argmax(1))
     assert np.array_equal(m.reverse_top1, expected.argmax(0))
     np.testing.assert_allclose(m.score, expected.max(1), rtol=1e-4, atol=1e-5)
     # csls_k = 0 is the plain (or fused) matching.
-    plain = exact_matches(g, s, 4, (pg, ps), weight)
+    plain = mutual_matches(g, s, 4, prior=(pg, ps), prior_weight=weight)
     assert np.array_equal(plain.top1, base.argmax(1))

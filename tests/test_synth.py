@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvgl.data import synth
-from cvgl.data.synth import SynthConfig, synth_config_from_dict, write_synthetic_cvusa
+from cvgl.synth import SynthConfig, synth_config_from_dict, write_synthetic_cvusa, writing
 
 TINY = SynthConfig(train_locations=12, test_locations=6, tile_size=64, pano_width=256)
 
@@ -69,7 +68,7 @@ def test_a_crash_in_a_worker_process_leaves_nothing_behind(tmp_path, monkeypatch
     def crash(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(synth, "render_panorama", crash)  # the forked workers inherit the patch
+    monkeypatch.setattr(writing, "render_panorama", crash)  # the forked workers inherit the patch
     crashed = tmp_path / "crashed"
     with pytest.raises(RuntimeError, match="boom"):
         write_synthetic_cvusa(TINY, crashed, seed=11, progress=False, workers=2)
@@ -99,7 +98,7 @@ def test_write_is_atomic(tiny, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(synth, "render_panorama", crash)
+    monkeypatch.setattr(writing, "render_panorama", crash)
     crashed = tmp_path / "crashed"
     with pytest.raises(RuntimeError, match="boom"):
         write_synthetic_cvusa(TINY, crashed, seed=11, progress=False)

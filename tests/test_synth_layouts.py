@@ -16,24 +16,19 @@ import scipy.io as sio
 import torch
 from PIL import Image
 
-from cvgl.data import synth_layouts
 from cvgl.data.cvact import build_cvact_manifests
 from cvgl.data.cvusa import build_cvusa_manifests
-from cvgl.data.synth import (
-    METRES_PER_DEG_LAT,
-    ORIGIN_LAT,
-    ORIGIN_LON,
-    SynthConfig,
-    synth_config_from_dict,
-    write_synthetic,
-    write_synthetic_cvusa,
-)
-from cvgl.data.synth_layouts import VIGOR_ANCHORS, vigor_tiles_of
-from cvgl.data.synth_render import RenderSpec, ground_pyramid, render_panorama, render_tile
-from cvgl.data.synth_world import flat_world, value_noise
 from cvgl.data.vigor import build_vigor_manifests
 from cvgl.geo import haversine_m
 from cvgl.geometry import project_to_bev
+from cvgl.synth import LAYOUTS, SynthConfig, synth_config_from_dict, write_synthetic, write_synthetic_cvusa
+from cvgl.synth import vigor as vigor_writer
+from cvgl.synth.cvusa import ORIGIN_LAT, ORIGIN_LON
+from cvgl.synth.dataset import LAYOUT_WRITERS
+from cvgl.synth.locations import METRES_PER_DEG_LAT
+from cvgl.synth.render import RenderSpec, ground_pyramid, render_panorama, render_tile
+from cvgl.synth.vigor import VIGOR_ANCHORS, vigor_tiles_of
+from cvgl.synth.world import flat_world, value_noise
 
 TINY = SynthConfig(train_locations=5, test_locations=3, tile_size=32, pano_width=64)
 CVACT = dataclasses.replace(TINY, layout="cvact")
@@ -231,7 +226,7 @@ def test_crash_leaves_nothing(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(synth_layouts, "render_panorama", crash)
+    monkeypatch.setattr(vigor_writer, "render_panorama", crash)
     with pytest.raises(RuntimeError, match="boom"):
         write_synthetic(VIGOR, tmp_path / "VIGOR", seed=7, progress=False)
     assert not list(tmp_path.iterdir())
@@ -279,6 +274,7 @@ def test_layout_config_knobs():
     cfg = synth_config_from_dict({"layout": "vigor", "vigor_cities": ["Seattle", "Chicago"], "pano_width": 96})
     assert cfg.vigor_cities == ("Seattle", "Chicago") and cfg.pano_height == 48
     assert SynthConfig().layout == "cvusa" and SynthConfig().pano_height == 93
+    assert tuple(LAYOUT_WRITERS) == LAYOUTS  # every layout the config accepts has a writer
     assert SynthConfig().vigor_cities == CITIES
     assert synth_config_from_dict({"layout": "cvact"}).render_spec().band is False
     assert SynthConfig().render_spec().band is True

@@ -1,5 +1,4 @@
-"""Dataset adapters (synthetic world, CVUSA, CVACT, VIGOR) that turn a dataset root into manifests.
+"""Dataset adapters (CVUSA, CVACT, VIGOR) that turn a dataset root in its published layout into manifests.
 
-The synthetic world lives in :mod:`cvgl.data.synth` (entry point ``write_synthetic_cvusa``), with the world
-generator in :mod:`cvgl.data.synth_world` and the renderers in :mod:`cvgl.data.synth_render`.
+The synthetic world is not here: :mod:`cvgl.synth` writes it in these layouts, and these adapters read it back.
 """

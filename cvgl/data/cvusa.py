@@ -49,11 +49,6 @@ def read_cvusa_rows(csv_path: Path, bad: BadData) -> list[tuple[int, str, str]]:
     return rows
 
 
-def read_cvusa_split(csv_path: Path) -> list[tuple[str, str]]:
-    """Return the (satellite, ground) relative paths of one split file, with errors naming file and line."""
-    return [(s, g) for _, s, g in read_cvusa_rows(csv_path, BadData(csv_path.parent, strict=True))]
-
-
 def read_gps_table(path: Path) -> list[list[str]] | None:
     """The raw rows of the GPS table (row k - 1 = id k), or None if the copy has no such file."""
     if not path.is_file():

@@ -21,8 +21,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from cvgl.data.synth_world import World, fbm_noise
 from cvgl.geometry import bev_ground_offsets_m, pano_column_azimuth, pano_row_depression
+from cvgl.synth.world import World, fbm_noise
 
 SKY_HORIZON = np.array([206, 216, 228], np.float32)
 SKY_ZENITH = np.array([84, 132, 204], np.float32)

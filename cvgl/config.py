@@ -172,7 +172,8 @@ def dataset_errors(dataset: dict[str, Any]) -> list[str]:
 
 
 def check_model(model: dict[str, Any], config: dict[str, Any] | None = None, pretrained: bool = True) -> None:
-    """The `model` slice builds: a timm backbone (and tag) that exists, inputs it can take and, unless
+    """The `model` slice builds: a timm backbone (and tag) that exists, inputs it can take, a head and a
+    `model.freeze` (none | backbone | last-k, k at most its block count) that fit it and, unless
     `pretrained` is False (a stage that starts from a checkpoint), a weights file that exists or pretrained
     weights that can be found (`cvgl.models.check_backbone`, `cvgl.weights`)."""
     from cvgl.models import check_backbone

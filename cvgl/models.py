@@ -1,5 +1,14 @@
 """Encoders: any timm backbone by name + a pooling head, L2-normalised embeddings (docs/method.md §3.1).
 
+Two backbone families: CNNs, whose last feature map (B, C, h, w) is pooled directly, and timm's ViT family (ViT,
+DeiT, DINOv2, CLIP, EVA: `forward_features` gives tokens (B, prefix + h*w, C)), whose patch tokens are put back on
+their (h, w) grid so the same GeM/avg/SAFA heads pool them, or whose class token is the descriptor (`head: cls`).
+A ViT encoder is built for its own input size (`img_size`, timm resamples pretrained position embeddings once)
+with `dynamic_img_size`, so panoramas keep their aspect ratio and a shared encoder also takes the tiles.
+
+`model.freeze` keeps the backbone (or all but its last k transformer blocks) fixed: those parameters lose
+`requires_grad`, stay in eval mode, and the optimiser never holds them; the pooling head and neck still train.
+
 The ground and satellite branches are separate encoders by default (as in UCVGL); the learnable logit scale
 (temperature) lives in the model so it is saved in every checkpoint (fixing docs/method.md §9.6).
 """
@@ -8,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +34,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Buffers that checkpoints written before they were persistent lack (filled from the backbone's config).
 NORMALISATION_KEYS = ("mean", "std")
+#: Pooling heads (`model.head`); `cls` only for token backbones with a class token.
+HEADS = ("gem", "avg", "safa", "cls")
+#: `model.freeze`: none | backbone | last-<k> (all but the last k transformer blocks frozen).
+FREEZE_PATTERN = re.compile(r"none|backbone|last-([1-9][0-9]*)")
 
 
 class GeM(nn.Module):
@@ -61,13 +76,16 @@ class SAFA(nn.Module):
 
 
 class Encoder(nn.Module):
-    """timm backbone (feature map) -> pooling head -> BatchNorm (+ linear projection) -> L2 normalisation."""
+    """timm backbone (feature map or patch grid) -> pooling head -> BatchNorm (+ linear projection) -> L2
+    normalisation."""
 
     def __init__(self, backbone: str, input_hw: tuple[int, int], head: str = "gem", dim: int | None = None,
                  weights: str | None = None, pretrained: bool = False, drop_path: float = 0.0,
-                 safa_maps: int = 8) -> None:
+                 safa_maps: int = 8, freeze: str = "none") -> None:
         super().__init__()
-        self.backbone = create_backbone(backbone, weights, pretrained, drop_path)
+        self.backbone = create_backbone(backbone, weights, pretrained, drop_path,
+                                        **token_backbone_kwargs(backbone, input_hw))
+        self.tokens = is_token_backbone(self.backbone)
         # The backbone's own input normalisation (CLIP and DINOv2 weights differ from ImageNet's); persistent,
         # so every checkpoint records what its encoder was fed.
         mean, std = backbone_normalisation(self.backbone)
@@ -76,27 +94,133 @@ class Encoder(nn.Module):
         with torch.no_grad():
             fmap = feature_map_shape(self.backbone, backbone, input_hw)
         channels, hw = fmap[1], fmap[2] * fmap[3]
+        check_head(head, self.backbone, backbone)
+        self.head_name = head
         if head == "gem":
             self.head, out = GeM(), channels
         elif head == "avg":
             self.head, out = nn.AdaptiveAvgPool2d(1), channels
         elif head == "safa":
             self.head, out = SAFA(hw, safa_maps), channels * safa_maps
-        else:
-            raise ValueError(f"model.head must be one of gem, avg, safa; got {head!r}")
+        else:  # cls: the class token is the descriptor (check_head)
+            self.head, out = nn.Identity(), channels
         # BatchNorm before the projection: from random init every image pools to nearly the same vector, and
         # standardising across the batch removes that shared direction so the contrastive loss can start.
         self.proj = nn.Sequential(nn.BatchNorm1d(out), nn.Linear(out, dim) if dim else nn.Identity())
         self.dim = dim or out
+        #: Backbone submodules (names under `backbone`) that `model.freeze` fixed: kept in eval mode.
+        self.frozen_modules = freeze_backbone(self.backbone, freeze, backbone)
+        self.train()
+
+    def train(self, mode: bool = True) -> Encoder:
+        """As nn.Module.train, but frozen backbone parts stay in eval mode (no dropout or stochastic depth, no
+        BatchNorm statistics): a frozen backbone computes the same features in training as in embedding."""
+        super().train(mode)
+        for name in self.frozen_modules:
+            self.backbone.get_submodule(name).eval()
+        return self
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """What the head pools: the backbone's (B, C, h, w) feature map or patch grid; for head cls the (B, C)
+        class token."""
+        x = self.backbone.forward_features((images - self.mean) / self.std)
+        if not self.tokens:
+            return x
+        if self.head_name == "cls":
+            return x[:, 0]
+        return token_grid(x, self.backbone.num_prefix_tokens,
+                          self.backbone.patch_embed.dynamic_feat_size(tuple(images.shape[-2:])))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B,3,H,W) floats in [0,1] -> (B,dim) unit vectors."""
-        x = self.backbone.forward_features((images - self.mean) / self.std)
-        pooled = self.head(x).flatten(1)
+        pooled = self.head(self.features(images)).flatten(1)
         # The neck (batch statistics) and the normalisation run in the parameters' precision (fp32), also under
         # bf16 autocast.
         with torch.autocast(pooled.device.type, enabled=False):
             return F.normalize(self.proj(pooled.to(self.proj[0].weight.dtype)), dim=-1)
+
+
+def is_token_backbone(backbone: nn.Module) -> bool:
+    """A timm ViT-family model (ViT, DeiT, DINOv2, CLIP, EVA, ...): patch embedding, prefix (class, register)
+    tokens, transformer blocks and timm's dynamic image size; `forward_features` gives (B, prefix + h*w, C)."""
+    return all(hasattr(backbone, a) for a in ("patch_embed", "num_prefix_tokens", "dynamic_img_size", "blocks"))
+
+
+@functools.lru_cache(maxsize=64)
+def is_token_architecture(name: str) -> bool:
+    """`is_token_backbone` of timm's `name`, from a model built on the meta device (no weights, no compute)."""
+    import timm
+
+    with torch.device("meta"):
+        return is_token_backbone(timm.create_model(name, pretrained=False, num_classes=0))
+
+
+def token_backbone_kwargs(name: str, input_hw: tuple[int, int]) -> dict[str, Any]:
+    """timm kwargs of a ViT-family backbone for `input_hw` inputs: position embeddings for that grid (timm
+    resamples pretrained ones when loading) and `dynamic_img_size` for any other size (a shared encoder's second
+    view); none for a CNN."""
+    if not is_token_architecture(name):
+        return {}
+    return {"img_size": tuple(int(v) for v in input_hw), "dynamic_img_size": True}
+
+
+def token_grid(tokens: torch.Tensor, prefix: int, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """(B, prefix + h*w, C) tokens -> (B, C, h, w): the patch tokens on their grid, prefix (class, register)
+    tokens dropped. timm orders patch tokens row by row, so token prefix + i*w + j is grid cell (i, j)."""
+    b, n, c = tokens.shape
+    h, w = grid_hw
+    if n - prefix != h * w:
+        raise ValueError(f"{n} tokens are not {prefix} prefix tokens and a {h}x{w} patch grid")
+    return tokens[:, prefix:].transpose(1, 2).reshape(b, c, h, w)
+
+
+def check_head(head: str, backbone: nn.Module, name: str) -> None:
+    """`model.head` is known, and `cls` has a class token to take."""
+    if head not in HEADS:
+        raise ValueError(f"model.head must be one of {', '.join(HEADS)}; got {head!r}")
+    if head == "cls" and not (is_token_backbone(backbone) and getattr(backbone, "cls_token", None) is not None):
+        raise ValueError(f"model.head cls: {name} has no class token (cls is for ViT-family backbones with one; "
+                         "use gem, avg or safa)")
+
+
+def parse_freeze(freeze: str | None) -> tuple[str, int]:
+    """`model.freeze` as (mode, k): ("none", 0), ("backbone", 0) or ("last", k); errors name the key."""
+    match = FREEZE_PATTERN.fullmatch(str(freeze or "none"))
+    if match is None:
+        raise ValueError(f"model.freeze {freeze!r}: expected none, backbone or last-<k> (all but the last k "
+                         "transformer blocks of the backbone frozen, k >= 1), e.g. last-2")
+    if match.group(1):
+        return "last", int(match.group(1))
+    return match.group(0), 0
+
+
+def freeze_backbone(backbone: nn.Module, freeze: str | None, name: str) -> list[str]:
+    """Apply `model.freeze` to `backbone` (requires_grad off) and return the names of the submodules it fixed.
+
+    last-k keeps the last k of `backbone.blocks` trainable together with everything after them (the final norm,
+    a pooling or projection module), and freezes everything before: the patch embedding, class/register tokens,
+    position embedding and the other blocks."""
+    mode, k = parse_freeze(freeze)
+    if mode == "none":
+        return []
+    if mode == "backbone":
+        backbone.requires_grad_(False)
+        return [""]
+    blocks = getattr(backbone, "blocks", None) if is_token_backbone(backbone) else None
+    if not isinstance(blocks, nn.Sequential | nn.ModuleList):
+        raise ValueError(f"model.freeze {freeze}: {name} has no transformer blocks (last-k is for ViT-family "
+                         "backbones; use none or backbone)")
+    if k > len(blocks):
+        raise ValueError(f"model.freeze {freeze}: {name} has only {len(blocks)} blocks (k at most {len(blocks)}; "
+                         "backbone freezes them all)")
+    children = [n for n, _ in backbone.named_children()]
+    before = children[:children.index("blocks")]
+    for param in backbone.parameters(recurse=False):  # class/register tokens, position embedding
+        param.requires_grad_(False)
+    frozen = before + [f"blocks.{i}" for i in range(len(blocks) - k)]
+    for module in frozen:
+        backbone.get_submodule(module).requires_grad_(False)
+    return frozen
 
 
 class CrossViewModel(nn.Module):
@@ -109,7 +233,7 @@ class CrossViewModel(nn.Module):
         common = dict(backbone=cfg["backbone"], head=cfg["head"], dim=cfg.get("dim"),
                       weights=cfg.get("weights") if load_pretrained else None,
                       pretrained=bool(cfg.get("pretrained")) and load_pretrained,
-                      drop_path=cfg.get("drop_path", 0.0))
+                      drop_path=cfg.get("drop_path", 0.0), freeze=cfg.get("freeze", "none"))
         mask, self.satellite_box = satellite_input_mask(cfg)
         self.ground = Encoder(input_hw=tuple(cfg["ground_size"]), **common)
         self.satellite = self.ground if cfg.get("shared", False) else Encoder(
@@ -154,19 +278,29 @@ def backbone_normalisation(backbone: nn.Module) -> tuple[tuple[float, ...], tupl
 
 
 def feature_map_shape(backbone: nn.Module, name: str, input_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(1, C, h, w) of the backbone's last feature map for one `input_hw` image; errors name the config keys.
+    """(1, C, h, w) of the backbone's last feature map (a ViT's patch grid) for one `input_hw` image; errors name
+    the config keys.
 
     On a backbone built on the meta device this costs no compute (`check_backbone`)."""
     device = next(backbone.parameters()).device
+    tokens = is_token_backbone(backbone)
+    if tokens:
+        ph, pw = backbone.patch_embed.patch_size
+        if input_hw[0] % ph or input_hw[1] % pw:
+            raise ValueError(f"model.backbone {name}: a {input_hw[0]}x{input_hw[1]} input is not a whole number of "
+                             f"its {ph}x{pw} patches (model.ground_size / satellite_size, after "
+                             "model.satellite_crop, must be multiples of the patch size)")
     try:
         fmap = backbone.forward_features(torch.zeros(1, 3, *input_hw, device=device))
     except RuntimeError as err:  # e.g. a kernel larger than the last feature map
         raise ValueError(f"model.backbone {name}: a {input_hw[0]}x{input_hw[1]} input is too small for it "
                          f"(model.ground_size / satellite_size, after model.satellite_crop): "
                          f"{str(err).splitlines()[0]}") from None
+    if tokens:
+        fmap = token_grid(fmap, backbone.num_prefix_tokens, backbone.patch_embed.dynamic_feat_size(input_hw))
     if fmap.ndim != 4:
-        raise ValueError(f"model.backbone {name}: expected a convolutional feature map (B,C,H,W), got shape "
-                         f"{tuple(fmap.shape)}; choose a CNN backbone")
+        raise ValueError(f"model.backbone {name}: expected a convolutional feature map (B,C,H,W) or ViT tokens, "
+                         f"got shape {tuple(fmap.shape)}; choose a CNN or a ViT-family backbone")
     return tuple(fmap.shape)  # type: ignore[return-value]
 
 
@@ -194,8 +328,9 @@ def encoder_input_sizes(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
 
 def check_backbone(cfg: dict[str, Any]) -> None:
     """What building the `model` slice would find out in a job, found now: timm knows `model.backbone` (and its
-    pretrained tag where `model.pretrained` asks for one), each encoder input is large enough for it, a shared
-    SAFA encoder sees one feature grid. The backbone is built on the meta device: no weights, no compute."""
+    pretrained tag where `model.pretrained` asks for one), each encoder input is large enough for it (a whole
+    number of a ViT's patches), `model.head` fits it, `model.freeze` is valid for it, a shared SAFA encoder sees
+    one feature grid. The backbone is built on the meta device: no weights, no compute."""
     import timm
     from timm.models import get_pretrained_cfg
 
@@ -213,10 +348,14 @@ def check_backbone(cfg: dict[str, Any]) -> None:
                          f"{', '.join(tags) or 'none'})") from None
     if cfg.get("pretrained") and not cfg.get("weights") and pretrained_cfg is None:
         raise ValueError(f"model.pretrained: timm has no pretrained weights for {name!r}")
+    parse_freeze(cfg.get("freeze"))
     sizes = encoder_input_sizes(cfg)
     with torch.device("meta"):
-        backbone = timm.create_model(name, pretrained=False, num_classes=0)
+        backbone = timm.create_model(name, pretrained=False, num_classes=0,
+                                     **token_backbone_kwargs(name, sizes["ground"]))
         grids = {view: feature_map_shape(backbone, name, hw)[2:] for view, hw in sizes.items()}
+    check_head(cfg["head"], backbone, name)
+    freeze_backbone(backbone, cfg.get("freeze"), name)
     if cfg.get("shared") and cfg["head"] == "safa" and grids["ground"] != grids["satellite"]:
         raise ValueError(f"model.shared with model.head safa: one SAFA head needs one feature grid, but the "
                          f"ground input gives {grids['ground']} and the satellite input {grids['satellite']} "

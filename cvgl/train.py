@@ -66,7 +66,10 @@ def cosine_factor(progress: float) -> float:
 
 
 def make_optimizer(model: CrossViewModel, optim_cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
+    """AdamW over the trainable parameters: what `model.freeze` fixed is neither stepped (no weight decay either)
+    nor held in the optimiser's state, so checkpoints carry no moments for it."""
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=optim_cfg["lr"],
+                             weight_decay=optim_cfg["weight_decay"])
 
 
 #: A batch's images as gathered from the caches: this process's share of its ground and satellite rows, uint8

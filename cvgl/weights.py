@@ -26,11 +26,15 @@ SHOWN_KEYS = 5
 
 
 def create_backbone(name: str, weights: str | Path | None = None, pretrained: bool = False,
-                    drop_path: float = 0.0) -> nn.Module:
-    """The timm model `name` without its classifier, with weights from `weights`, the hub cache or random."""
+                    drop_path: float = 0.0, **model_kwargs: Any) -> nn.Module:
+    """The timm model `name` without its classifier, with weights from `weights`, the hub cache or random.
+
+    `model_kwargs` go to `timm.create_model` (a ViT's `img_size`, `dynamic_img_size`); where they change a
+    weight's shape (a ViT's position embedding for another grid), timm's own converter resamples the file's or the
+    hub's weights to it."""
     import timm  # imported here: it costs seconds, and most stages never build a model
 
-    kwargs: dict[str, Any] = {"num_classes": 0, "drop_path_rate": drop_path}
+    kwargs: dict[str, Any] = {"num_classes": 0, "drop_path_rate": drop_path, **model_kwargs}
     if weights:
         model = timm.create_model(name, pretrained=False, **kwargs)
         load_weights_file(model, weights)

@@ -103,7 +103,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 DEMO_VARIANTS = ["tests/tiny.yaml", "configs/cyclegan.yaml", "configs/long-coldstart.yaml",
-                 "configs/semi-supervised.yaml", "configs/supervised.yaml"]
+                 "configs/semi-supervised.yaml", "configs/supervised.yaml", "configs/training-free.yaml"]
 PAPER_CONFIGS = ["cvusa", "cvact", "vigor"]
 
 

@@ -176,7 +176,7 @@ def fakes_dir(a: argparse.Namespace) -> Path | None:
 def check_stage_config(a: argparse.Namespace) -> None:
     """A stage's own config slice, checked as the Snakefile checks the whole config (`cvgl.config`), so a stage
     called by hand fails in seconds on a bad combination, before it reads any data."""
-    from cvgl.config import check_labels, check_model, check_translate
+    from cvgl.config import check_labels, check_model, check_translate, with_section_defaults
 
     if a.command == "translate":
         check_translate({"method": a.method, "cyclegan": a.options})
@@ -185,7 +185,7 @@ def check_stage_config(a: argparse.Namespace) -> None:
         check_model(a.config["model"], pretrained=getattr(a, "init", None) is None)
     elif a.command == "pseudo-label":
         check_labels(a.config)
-        if float(a.config.get("prior_weight") or 0) > 0 and a.prior is None:
+        if with_section_defaults(a.config, "labels")["prior_weight"] > 0 and a.prior is None:
             raise ValueError("labels.prior_weight: > 0 needs the projection prior's descriptors (--prior DIR)")
 
 

@@ -144,9 +144,9 @@ def _dereference(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     return root
 
 
-def schema_node(*keys: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+def schema_node(*keys: str) -> dict[str, Any]:
     """The schema of the config section at `keys` (("translate", "cyclegan"); none = the whole config)."""
-    root = schema if schema is not None else _schema(str(SCHEMA_PATH))
+    root = _schema(str(SCHEMA_PATH))
     node = root
     for i, key in enumerate(keys):
         properties = _dereference(node, root).get("properties", {})

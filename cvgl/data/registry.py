@@ -108,10 +108,8 @@ NAMES = (SYNTH, *DATASETS)
 
 
 def synth_layout(synth: dict[str, Any] | None) -> str:
-    """The layout the synthetic world is written in: `synth.layout`, or the world's own default.
-
-    The one place that reads the synthetic world's modules (public names only), so their import path is
-    easy to follow when they move."""
+    """The layout the synthetic world is written in: `synth.layout`, or the world's own default (the one
+    place the registry reads `cvgl.synth`, through its public names)."""
     from cvgl.synth import SynthConfig
 
     return (synth or {}).get("layout") or SynthConfig.layout

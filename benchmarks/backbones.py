@@ -31,7 +31,6 @@ the heads and necks, AdamW), each in a fresh process so its peak RSS is its own 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import resource
 import subprocess
@@ -42,18 +41,10 @@ from typing import Any
 
 import yaml
 
+from cvgl.config import load_config, merge_configs, read_config_file
+
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 ROWS = ("convnext_atto", "vit", "vit-frozen", "training-free")
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over` merged into a copy of `base` key by key, as Snakemake merges config files."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
-            else copy.deepcopy(value)
-    return out
 
 
 def row_override(row: str, vit: str) -> dict[str, Any]:
@@ -64,18 +55,14 @@ def row_override(row: str, vit: str) -> dict[str, Any]:
         return {"model": {"backbone": vit}}
     if row == "vit-frozen":
         return {"model": {"backbone": vit, "freeze": "backbone"}}
-    free = yaml.safe_load((REPO / "configs" / "training-free.yaml").read_text())
+    free = read_config_file(REPO / "configs" / "training-free.yaml")
     free.pop("run", None)
-    return deep_merge(free, {"model": {"backbone": vit}})
+    return merge_configs(free, {"model": {"backbone": vit}})
 
 
 def resolved(configfiles: list[Path], override: dict[str, Any]) -> dict[str, Any]:
-    from cvgl.config import resolve_config
-
-    config: dict[str, Any] = {}
-    for path in configfiles:
-        config = deep_merge(config, yaml.safe_load(Path(path).read_text()) or {})
-    return resolve_config(deep_merge(config, override), SCHEMA)
+    """The row's config as the Snakefile resolves it (cvgl.config)."""
+    return load_config(configfiles, override)
 
 
 def encoder_sizes(model_cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
@@ -171,7 +158,7 @@ def run_row(row: str, configfiles: list[Path], override: dict[str, Any], workdir
             rounds: int) -> dict[str, Any]:
     run = f"backbones-{row}"
     extra = workdir / f"{run}.yaml"
-    extra.write_text(yaml.safe_dump(deep_merge(override, {"run": run})))
+    extra.write_text(yaml.safe_dump(merge_configs(override, {"run": run})))
     targets = [f"results/{run}/round-{n}/metrics.json" for n in range(rounds + 1)]
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores",
            str(cores), "--configfile", *map(str, configfiles), str(extra), "--", *targets]
@@ -240,7 +227,7 @@ def main() -> None:
                       f"{m['trainable params']:,} of {m['params']:,} parameters trained)", flush=True)
             reference = a.rows[0]
             for row, epochs in equalised_epochs(configs, reference, step_s).items():
-                overrides[row] = deep_merge(overrides[row], epochs)
+                overrides[row] = merge_configs(overrides[row], epochs)
         results = []
         for row in a.rows:
             cfg = resolved(a.configfile, overrides[row])

@@ -24,22 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
+
+from cvgl.config import load_config, results_dir
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "workflow" / "profiles" / "cluster-generic-local"
 BYTE_ARTIFACTS = ("round-*/labels.parquet", "round-*/matches.parquet", "summary.csv")
 MODEL_ARTIFACTS = ("round-*/model.pt", "coldstart/intra.pt", "translator/model.pt")
-
-
-def run_name(configfiles: list[Path]) -> str:
-    """The `run` the merged config files name (a later file wins), i.e. the folder under results/."""
-    name = None
-    for path in configfiles:
-        name = (yaml.safe_load(path.read_text()) or {}).get("run", name)
-    if name is None:
-        raise ValueError(f"none of {[str(p) for p in configfiles]} sets `run`")
-    return name
 
 
 def run_workflow(workdir: Path, configfiles: list[Path], cores: int, extra: list[str]) -> float:
@@ -96,7 +87,7 @@ def main() -> int:
     ap.add_argument("--local-workdir", type=Path, help="a finished local run to compare against instead")
     a = ap.parse_args()
     configfiles = [p.resolve() for p in a.configfile]
-    results = Path("results") / run_name(configfiles)
+    results = Path(results_dir(load_config(configfiles)))  # resolved as the Snakefile resolves it
     with tempfile.TemporaryDirectory() as tmp:
         base = a.workdir.resolve() if a.workdir else Path(tmp)
         local_dir = a.local_workdir.resolve() if a.local_workdir else base / "local"

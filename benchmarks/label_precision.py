@@ -34,7 +34,7 @@ from cvgl.data.manifest import read_truth
 from cvgl.embed import embed_images
 from cvgl.io import load_images, read_image_cache, read_parquet
 from cvgl.labels import PRIOR_METRICS, pixel_similarity, score_blocks
-from cvgl.pipeline import load_translated
+from cvgl.pipeline import load_projections
 from cvgl.prior import pixel_descriptors
 from cvgl.train import model_from_checkpoint
 
@@ -108,7 +108,7 @@ def main() -> None:
     cfg = ckpt["config"]
     g_ids, ground = read_image_cache(a.run / "cache/train-ground.npy", mmap=False)
     s_ids, tiles = read_image_cache(a.run / "cache/train-satellite.npy", mmap=False)
-    fake = load_translated(a.run / "translated", g_ids, tuple(cfg["model"]["satellite_size"]), a.threads)
+    fake = load_projections(a.run / "translated", g_ids, tuple(cfg["model"]["satellite_size"]), a.threads)
     truth = read_truth(a.run / "manifest")
     pos = truth[truth.kind == "positive"].drop_duplicates("ground_id").set_index("ground_id").satellite_id
     s_row = {s: i for i, s in enumerate(s_ids)}

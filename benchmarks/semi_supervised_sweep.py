@@ -20,15 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
-from cvgl.config import round_settings
+from cvgl.config import embedding_symmetries, keeps_fake_pairs, load_config, round_settings, round_slice, uses_prior
 from cvgl.data.manifest import read_images, read_truth, select_labeled
 from cvgl.embed import embed_images
 from cvgl.io import read_image_cache
 from cvgl.labels import build_label_table, fill_correct, label_summary, margin_threshold, mutual_matches
 from cvgl.metrics import recall_at_k, retrieval_ranks
-from cvgl.pipeline import load_translated
+from cvgl.pipeline import load_projections
 from cvgl.prior import read_prior
 from cvgl.train import build_model, load_checkpoint, round_stage, run_epoch, setup_torch
 
@@ -48,23 +47,24 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
     r_row = {r: i for i, r in enumerate(r_ids)}
     positive = np.array([r_row[pos[q]] for q in q_ids])
     fake = None
-    if rounds["keep_fake_pairs"]:
-        fake = load_translated(run / "translated", g_ids, tuple(cfg["model"]["satellite_size"]), cfg["threads"])
-    labels_cfg = cfg.get("labels", {})
-    weight = float(labels_cfg.get("prior_weight") or 0.0)
-    prior = read_prior(run / "prior", g_ids, s_ids) if weight > 0 else None  # rows in the caches' order
+    source = keeps_fake_pairs(cfg)  # as the train_round rule: translated/ or projected/, where the cold start had them
+    if source:
+        fake = load_projections(run / source, g_ids, tuple(cfg["model"]["satellite_size"]), cfg["threads"])
+    labels_cfg = cfg["labels"]
+    weight = float(labels_cfg["prior_weight"])
+    prior = read_prior(run / "prior", g_ids, s_ids) if uses_prior(cfg) else None  # rows in the caches' order
     out = []
     for n in range(1, rounds["count"] + 1):
         r = round_settings(rounds, n)  # as the workflow's rules
         model.eval()
-        k = labels_cfg.get("symmetries", 1)  # as the workflow's train embeddings
+        k = embedding_symmetries(cfg, "train")  # as the workflow's train embeddings
         g = embed_images(model, ground, "ground", 256, device, symmetries=k)
         s = embed_images(model, sats, "satellite", 256, device, symmetries=k)
-        m = mutual_matches(g, s, labels_cfg.get("chunk", 4096), prior=prior, prior_weight=weight,  # as pseudo_label
-                           prior_metric=labels_cfg.get("prior_metric", "l1"), csls_k=int(labels_cfg.get("csls_k") or 0))
+        m = mutual_matches(g, s, labels_cfg["chunk"], prior=prior, prior_weight=weight,  # as pseudo_label
+                           prior_metric=labels_cfg["prior_metric"], csls_k=labels_cfg["csls_k"])
         table = build_label_table(list(g_ids), list(s_ids), m, margin_threshold(n, r["t0"], rounds["count"]),
                                   labeled if len(labeled) else None)
-        rc = dict(ckpt["config"], optim=dict(ckpt["config"]["optim"], lr=r["lr"]), stage=r)  # as train_round
+        rc = round_slice(cfg, n)  # as the train_round rule
         stage = round_stage(model, ground, sats, g_ids, s_ids, table[["ground_id", "satellite_id", "kept", "source"]],
                             rc, device, n, fake)
         for e in range(r["epochs"]):
@@ -82,11 +82,12 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="results/<run> of a finished workflow")
-    ap.add_argument("--configfile", type=Path, default=None,
-                    help="the rounds' settings (default: the run's resolved config, <run>/report/config.yaml)")
+    ap.add_argument("--configfile", type=Path, nargs="+", default=None,
+                    help="the run's config files, merged and resolved as the Snakefile does (default: the run's "
+                         "resolved config, <run>/report/config.yaml)")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.01, 0.05, 0.1, 0.2, 1.0])
     a = ap.parse_args()
-    cfg = yaml.safe_load((a.configfile or a.run / "report/config.yaml").read_text())
+    cfg = load_config(a.configfile or [a.run / "report/config.yaml"])
     t0 = time.time()
     rows = [r for ratio in a.ratios for r in sweep_one(a.run, cfg, ratio, torch.device("cpu"))]
     table = pd.DataFrame(rows)

@@ -41,6 +41,9 @@ THREADS = {"type": int, "default": 1}
 TRAIN_THREADS = {"type": int, "default": None, "help": "torch threads (default: the config's `threads`)"}
 #: Training jobs: DataLoader worker processes gathering batches (data.workers); the result does not depend on it.
 WORKERS = {"type": int, "default": None, "help": "batch-gathering worker processes (default: 4 on a GPU, 0 on the CPU)"}
+#: The cold start's fakes (cvgl.config.fake_source): translated projections, or raw ones (translate.method: none).
+TRANSLATED = {"type": Path, "help": "translated projections (translated/) to pair each panorama with"}
+PROJECTED = {"type": Path, "help": "raw projections (projected/, translate.method: none) to pair each panorama with"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "intra-view", "cold start part 1: intra-view self-supervised training",
          ("--config", CFG), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P),
          ("--threads", TRAIN_THREADS), ("--loader-workers", WORKERS))
-    _add(sub, "cross-view", "cold start part 2: panoramas vs. their translated projections",
-         ("--config", CFG), ("--init", {"type": Path}), ("--ground-cache", P), ("--translated", {"type": Path}),
-         ("--out", P), ("--threads", TRAIN_THREADS), ("--loader-workers", WORKERS))
+    _add(sub, "cross-view", "cold start part 2: panoramas vs. their translated (or raw) projections, or, with "
+         "neither, vs. themselves",
+         ("--config", CFG), ("--init", {"type": Path}), ("--ground-cache", P), ("--translated", TRANSLATED),
+         ("--projected", PROJECTED), ("--out", P), ("--threads", TRAIN_THREADS), ("--loader-workers", WORKERS))
     _add(sub, "embed", "embed a split's ground and satellite caches into parquet shards",
          ("--model", P), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P),
          ("--batch-size", {"type": int, "default": 128}), ("--device", {"default": "auto"}),
@@ -87,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
          ("--matches", P), ("--manifest", P), ("--out", P))
     _add(sub, "train-round", "a self-training round on pseudo (and labeled) pairs",
          ("--config", CFG), ("--init", P), ("--labels", P), ("--ground-cache", P), ("--satellite-cache", P),
-         ("--round", {"type": int, "required": True}), ("--translated", {"type": Path}), ("--out", P),
-         ("--threads", TRAIN_THREADS), ("--loader-workers", WORKERS))
+         ("--round", {"type": int, "required": True}), ("--translated", TRANSLATED), ("--projected", PROJECTED),
+         ("--out", P), ("--threads", TRAIN_THREADS), ("--loader-workers", WORKERS))
     _add(sub, "evaluate", "Recall@K of a round on the test split (and retrievals.parquet beside --out)",
          ("--embeddings", P), ("--manifest", P), ("--round", {"type": int, "required": True}),
          ("--labels", {"type": Path}), ("--model", {"type": Path}), ("--out", P),
@@ -151,21 +155,28 @@ TRAINING_COMMANDS = ("translate", "intra-view", "cross-view", "train-round")
 
 
 def apply_threads(a: argparse.Namespace) -> None:
-    """A training job's `--threads` (its rule's, scaled by Snakemake to --cores) wins over its settings' `threads`."""
+    """A training job's `--threads` (its rule's, scaled by Snakemake to --cores) and `--loader-workers` go into
+    its settings (`cvgl.config.job_settings`), over the settings' own `threads`."""
+    from cvgl.config import job_settings
+
     if a.command not in TRAINING_COMMANDS:
         return
-    if a.threads is not None:
-        for settings in ("config", "options"):
-            if isinstance(getattr(a, settings, None), dict):
-                setattr(a, settings, {**getattr(a, settings), "threads": a.threads})
-    if getattr(a, "loader_workers", None) is not None:
-        a.config = {**a.config, "data": {"workers": a.loader_workers}}
+    for settings in ("config", "options"):
+        if isinstance(getattr(a, settings, None), dict):
+            setattr(a, settings, job_settings(getattr(a, settings), a.threads, getattr(a, "loader_workers", None)))
+
+
+def fakes_dir(a: argparse.Namespace) -> Path | None:
+    """The folder of the cold start's fakes a training stage was given: --translated or --projected (not both)."""
+    if a.translated is not None and a.projected is not None:
+        raise ValueError("--translated and --projected: a stage pairs panoramas with one kind of fake; give one")
+    return a.translated if a.translated is not None else a.projected
 
 
 def check_stage_config(a: argparse.Namespace) -> None:
     """A stage's own config slice, checked as the Snakefile checks the whole config (`cvgl.config`), so a stage
     called by hand fails in seconds on a bad combination, before it reads any data."""
-    from cvgl.config import check_labels, check_model, check_translate
+    from cvgl.config import check_labels, check_model, check_translate, with_section_defaults
 
     if a.command == "translate":
         check_translate({"method": a.method, "cyclegan": a.options})
@@ -174,7 +185,7 @@ def check_stage_config(a: argparse.Namespace) -> None:
         check_model(a.config["model"], pretrained=getattr(a, "init", None) is None)
     elif a.command == "pseudo-label":
         check_labels(a.config)
-        if float(a.config.get("prior_weight") or 0) > 0 and a.prior is None:
+        if with_section_defaults(a.config, "labels")["prior_weight"] > 0 and a.prior is None:
             raise ValueError("labels.prior_weight: > 0 needs the projection prior's descriptors (--prior DIR)")
 
 
@@ -196,7 +207,7 @@ def run(a: argparse.Namespace) -> None:
     elif c == "intra-view":
         pipeline.intra_view_train(a.config, a.ground_cache, a.satellite_cache, a.out)
     elif c == "cross-view":
-        pipeline.cross_view_train(a.config, a.init, a.ground_cache, a.translated, a.out)
+        pipeline.cross_view_train(a.config, a.init, a.ground_cache, fakes_dir(a), a.out)
     elif c == "embed":
         pipeline.embed_stage(a.model, {"ground": a.ground_cache, "satellite": a.satellite_cache}, a.out,
                              a.batch_size, a.device, a.threads, a.precision, a.symmetries)
@@ -213,7 +224,7 @@ def run(a: argparse.Namespace) -> None:
         pipeline.diagnose_stage(a.matches, a.manifest, a.out)
     elif c == "train-round":
         pipeline.round_train(a.config, a.init, a.labels, a.ground_cache, a.satellite_cache, a.out, a.round,
-                             a.translated)
+                             fakes_dir(a))
     elif c == "evaluate":
         pipeline.evaluate_stage(a.embeddings, a.manifest, a.round, a.labels, a.out, a.model, a.top_k,
                                 tuple(a.radii))

@@ -1,17 +1,27 @@
-"""The one place a config is checked and resolved: schema, defaults, the paper's per-dataset values, and every
-rule that ties two keys together.
+"""The one config module: merge, schema, defaults, the paper's per-dataset values, every rule that ties two keys
+together, and each stage's slice.
 
 jsonschema's own messages point at the enclosing object and print the whole schema; here each problem is one
 line such as `rounds.gt_ratio: 1.5 is greater than the maximum of 1` or `rounds.tresh: unknown key (allowed
 here: count, epochs, ...)`, so a typo in a long config is found at once. The Snakefile calls `resolve_config`
 before any rule exists; each `cvgl` stage checks its own slice again (`check_model`, `check_labels`), so a
 combination of individually valid keys fails in seconds, never inside a job after hours of upstream work.
+
+Every default is stated once, in the schema (`workflow/schemas/config.schema.yaml`): `resolve_config` fills a
+whole config with them and `with_section_defaults` fills one stage's slice given by hand (a test, a benchmark,
+a stage called without the workflow). The paper's per-dataset values behind `null` come from the dataset
+registry (`cvgl.data.registry`). The second half of this module is what the workflow's rules, the CLI and the
+benchmarks read from a resolved config: each stage's slice (`train_slice`, `pseudo_label_slice`, ...) and the
+switches that several keys decide together (`fake_source`, `keeps_fake_pairs`, ...), so the rules stay
+declarations and nobody rebuilds a slice on their own.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import functools
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,15 +32,30 @@ from jsonschema.validators import validator_for
 
 JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
               type(None): "null"}
+REPO = Path(__file__).resolve().parents[1]
+#: The schema: every key's type, default and meaning (the Snakefile validates against the same file).
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
+#: The demo config, the config only when no other file is named (it may not sit under real data).
+DEMO_CONFIG = REPO / "config.yaml"
 
 
 class ConfigError(ValueError):
     """A config that does not match the schema; the message lists every problem, one key path per line."""
 
 
-def load_schema(path: str | Path) -> dict[str, Any]:
-    with open(path) as fh:
-        return yaml.safe_load(fh)
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: the config schema is missing (cvgl reads it from its repository; "
+                                "install cvgl editable, pip install -e .)") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _schema(path: str) -> dict[str, Any]:
+    """The schema at `path`, read once per process (callers never modify it)."""
+    return load_schema(path)
 
 
 def key_path(parts: Iterable[Any]) -> str:
@@ -95,12 +120,18 @@ def _fill(instance: Any, node: dict[str, Any], root: dict[str, Any]) -> None:
     node = _dereference(node, root)
     if not isinstance(instance, dict):
         return
-    for key, sub in node.get("properties", {}).items():
+    named = node.get("properties", {})
+    for key, sub in named.items():
         sub = _dereference(sub, root)
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
         if key in instance:
             _fill(instance[key], sub, root)
+    # A mapping of names (`localize.<name>`): each entry gets the defaults of the entries' schema.
+    entries = node.get("additionalProperties")
+    if isinstance(entries, dict):
+        for key in instance.keys() - named.keys():
+            _fill(instance[key], entries, root)
 
 
 def _dereference(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
@@ -113,16 +144,82 @@ def _dereference(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     return root
 
 
-def resolve_config(config: dict[str, Any], schema_path: str | Path, configfiles: Iterable[str | Path] = (),
-                   demo_config: str | Path | None = None) -> dict[str, Any]:
+def schema_node(*keys: str) -> dict[str, Any]:
+    """The schema of the config section at `keys` (("translate", "cyclegan"); none = the whole config)."""
+    root = _schema(str(SCHEMA_PATH))
+    node = root
+    for i, key in enumerate(keys):
+        properties = _dereference(node, root).get("properties", {})
+        if key not in properties:
+            raise KeyError(f"{key_path(keys[:i + 1])}: not a key of the config schema")
+        node = properties[key]
+    return _dereference(node, root)
+
+
+def schema_defaults(*keys: str) -> dict[str, Any]:
+    """Every default of the section at `keys`, nested sections included (the schema states each once)."""
+    out: dict[str, Any] = {}
+    _fill(out, schema_node(*keys), _schema(str(SCHEMA_PATH)))
+    return out
+
+
+def with_section_defaults(settings: dict[str, Any] | None, *keys: str) -> dict[str, Any]:
+    """A copy of one section's `settings` with the keys it leaves out set to the schema's defaults, for a
+    stage's slice given by hand (in the workflow every slice comes from a resolved config, already complete).
+    Keys the section does not know are kept as they are."""
+    out = copy.deepcopy(settings or {})
+    _fill(out, schema_node(*keys), _schema(str(SCHEMA_PATH)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Merging config files and resolving the result
+
+
+def merge_configs(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Config layers merged as Snakemake merges --configfile files and --config: nested mappings key by key,
+    a later layer wins; the layers are not modified."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge_configs(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """One config file's mapping (an empty file is an empty mapping); errors name the file."""
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file holds a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(configfiles: Iterable[str | Path], overrides: dict[str, Any] | None = None,
+                schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The resolved config of `configfiles` merged in order, then `overrides` (as `--config`), exactly as the
+    Snakefile resolves it: for benchmarks and scripts that read a run's settings outside Snakemake."""
+    files = [Path(f) for f in configfiles]
+    config = merge_configs(*(read_config_file(f) for f in files), overrides or {})
+    return resolve_config(config, schema_path, files, DEMO_CONFIG)
+
+
+def resolve_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH,
+                   configfiles: Iterable[str | Path] = (), demo_config: str | Path | None = None) -> dict[str, Any]:
     """The config every rule and stage sees: checked against the schema, its defaults filled in, null
-    per-dataset keys set to the paper's value (`cvgl.defaults`), then every cross-key rule checked.
+    per-dataset keys set to the paper's value (`with_paper_defaults`), then every cross-key rule checked.
 
     `configfiles` are the files the config was merged from and `demo_config` the demo's `config.yaml`: the
     demo's settings (tuned on the synthetic world) may not sit under a real dataset's. Raises ConfigError
     listing every problem, one key path per line."""
-    from cvgl.defaults import with_paper_defaults
-
     check_config(config, schema_path)
     resolved = with_paper_defaults(fill_defaults(config, load_schema(schema_path)))
     errors = demo_mix_errors(resolved, configfiles, demo_config) + cross_key_errors(resolved)
@@ -130,6 +227,26 @@ def resolve_config(config: dict[str, Any], schema_path: str | Path, configfiles:
         raise ConfigError(f"invalid config ({len(errors)} problem{'s' * (len(errors) > 1)}):\n  "
                           + "\n  ".join(errors))
     return resolved
+
+
+#: The `project` keys a null stands for the paper's value of (`cvgl.data.registry.PaperDefaults`).
+PROJECTION_KEYS = ("pano_size", "size", "fov_deg", "band")
+
+
+def with_paper_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `config` with null `rounds.t0` and `project` keys set to the paper's values for the dataset
+    read (the synthetic world counts as the layout it is written in; `cvgl.data.registry`)."""
+    from cvgl.data.registry import dataset_for
+
+    out = copy.deepcopy(config)
+    paper = dataset_for(out["dataset"], out.get("synth")).paper
+    if out["rounds"].get("t0") is None:
+        out["rounds"]["t0"] = paper.t0
+    projection = paper.project()
+    for key in PROJECTION_KEYS:
+        if out["project"].get(key) is None:
+            out["project"][key] = projection[key]
+    return out
 
 
 def demo_mix_errors(config: dict[str, Any], configfiles: Iterable[str | Path], demo_config: str | Path | None
@@ -162,7 +279,7 @@ def cross_key_errors(config: dict[str, Any]) -> list[str]:
 def dataset_errors(dataset: dict[str, Any]) -> list[str]:
     if dataset["name"] == "synth":
         return []
-    root = dataset.get("root")
+    root = dataset["root"]
     if not root:
         return [f"dataset.root: required for dataset.name={dataset['name']!r} (e.g. --config "
                 "dataset='{root: /path/to/data}')"]
@@ -193,15 +310,17 @@ EXACT_ONLY = ("prior_weight", "csls_k")
 
 
 def check_labels(labels: dict[str, Any], config: dict[str, Any] | None = None) -> None:
-    """The `labels` slice: the prior needs projections; the prior and CSLS need exact (Flat) scores."""
-    if config is not None and labels.get("prior_weight", 0) > 0 and not config["coldstart"].get("projection", True):
+    """The `labels` slice (keys left out take the schema's defaults): the prior needs projections; the prior
+    and CSLS need exact (Flat) scores."""
+    labels = with_section_defaults(labels, "labels")
+    if config is not None and labels["prior_weight"] > 0 and not config["coldstart"]["projection"]:
         raise ValueError("labels.prior_weight: > 0 compares projections with tiles, but coldstart.projection "
                          "is false (no projection job runs); set labels.prior_weight: 0")
     for key in EXACT_ONLY:
-        if labels.get(key, 0) > 0 and labels.get("index", "Flat") != "Flat":
+        if labels[key] > 0 and labels["index"] != "Flat":
             raise ValueError(f"labels.{key}: > 0 needs exact scores, but labels.index is {labels['index']!r}; "
                              f"use Flat or set labels.{key}: 0")
-    check_index_strings(labels.get("index", "Flat"), labels.get("search"))
+    check_index_strings(labels["index"], labels["search"])
 
 
 def check_index_strings(factory: str, search: str | None) -> None:
@@ -220,8 +339,7 @@ def check_index_strings(factory: str, search: str | None) -> None:
 
 def check_translate(translate: dict[str, Any], config: dict[str, Any] | None = None) -> None:
     """A CycleGAN's images are large enough for its generator and PatchGAN (built on the meta device)."""
-    if translate.get("method") != "cyclegan" or (config is not None
-                                                 and not config["coldstart"].get("projection", True)):
+    if translate.get("method") != "cyclegan" or (config is not None and not config["coldstart"]["projection"]):
         return
     import torch
 
@@ -255,3 +373,145 @@ def round_settings(rounds: dict[str, Any], n: int) -> dict[str, Any]:
     settings.update((rounds.get("overrides") or {}).get(str(int(n)), {}))
     settings["rounds"] = rounds["count"]
     return settings
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What each stage reads from a resolved config: its slice, and the switches several keys decide together.
+# The workflow's rules pass these as params (canonical JSON: a changed value reruns exactly the jobs it
+# reaches); the CLI and the benchmarks build the same slices here.
+
+
+def as_json(obj: Any) -> str:
+    """A slice as one canonical JSON argument (sorted keys, no spaces): equal settings, equal text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def results_dir(config: dict[str, Any]) -> str:
+    """Where a run's artifacts go, relative to the working directory: results/<run>."""
+    return f"results/{config['run']}"
+
+
+def dataset_root(config: dict[str, Any]) -> str:
+    """Where the manifest, the projections and the caches read images: the rendered synthetic world, or
+    `dataset.root` (whose existence `dataset_errors` checked)."""
+    from cvgl.data.registry import SYNTH
+
+    return f"{results_dir(config)}/dataset" if config["dataset"]["name"] == SYNTH else config["dataset"]["root"]
+
+
+def dataset_inputs(config: dict[str, Any]) -> list[str]:
+    """What the manifest depends on: the rendered world, or a real dataset's split files in its published
+    layout (`cvgl.data.registry`; FileNotFoundError names a missing one)."""
+    from cvgl.data.registry import SYNTH, split_files
+
+    name = config["dataset"]["name"]
+    if name == SYNTH:
+        return [dataset_root(config)]
+    return [str(path) for path in split_files(name, dataset_root(config))]
+
+
+def manifest_slice(config: dict[str, Any]) -> dict[str, Any]:
+    """The `dataset` section and `layout`, the synthetic world's layout (read only when dataset.name is synth)."""
+    from cvgl.data.registry import synth_layout
+
+    return {**config["dataset"], "layout": synth_layout(config["synth"])}
+
+
+def translate_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The translator's options: `translate.cyclegan`, the seed and the device (threads: the job's own)."""
+    return {**config["translate"]["cyclegan"], "seed": config["seed"], "device": config["device"]}
+
+
+def train_slice(config: dict[str, Any], stage: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A training job's slice: seed, device, precision, model, optimiser, augmentation and its stage's settings.
+
+    No `threads` and no `data.workers`: a job gets them on its command line (`job_settings`), so --cores
+    scales them and changing either never reruns a stage."""
+    return dict(seed=config["seed"], device=config["device"], precision=config["precision"], model=config["model"],
+                optim=config["optim"], augment=config["augment"], stage=stage, **extra)
+
+
+def intra_view_slice(config: dict[str, Any]) -> dict[str, Any]:
+    """Cold start part 1 (`coldstart.intra`)."""
+    return train_slice(config, config["coldstart"]["intra"])
+
+
+def cross_view_slice(config: dict[str, Any]) -> dict[str, Any]:
+    """Cold start part 2 (`coldstart.cross`); its learning-rate schedule continues after the intra-view epochs."""
+    return train_slice(config, config["coldstart"]["cross"], schedule_offset=config["coldstart"]["intra"]["epochs"])
+
+
+def round_slice(config: dict[str, Any], n: int | str) -> dict[str, Any]:
+    """Self-training round n (`round_settings`: `rounds` with `rounds.overrides[n]` applied)."""
+    return train_slice(config, round_settings(config["rounds"], int(n)))
+
+
+def pseudo_label_slice(config: dict[str, Any], n: int | str) -> dict[str, Any]:
+    """Round n's labelling: its round settings (t0, the round count) and the `labels` section."""
+    return dict(round_settings(config["rounds"], int(n)), **config["labels"])
+
+
+def job_settings(settings: dict[str, Any], threads: int | None = None, loader_workers: int | None = None,
+                 device: str | None = None) -> dict[str, Any]:
+    """A slice with the job's own resources in it: `threads` (a rule's {threads}, which Snakemake scales to
+    --cores), `data.workers` and `device` where given. These change a job's speed, never its result, so they
+    travel on the command line instead of in the params."""
+    out = dict(settings)
+    if threads is not None:
+        out["threads"] = threads
+    if loader_workers is not None:
+        out["data"] = {"workers": loader_workers}
+    if device is not None:
+        out["device"] = device
+    return out
+
+
+def fake_source(config: dict[str, Any]) -> str | None:
+    """What the cold start pairs each panorama with, as the artifact folder under results/<run>/:
+
+    - `translated`: its projection in satellite appearance (translate.method colour or cyclegan);
+    - `projected`: its raw projection (translate.method: none; no translate job runs);
+    - None: the panorama itself (coldstart.projection: false; no projection or translation job runs)."""
+    if not config["coldstart"]["projection"]:
+        return None
+    return "projected" if config["translate"]["method"] == "none" else "translated"
+
+
+def cold_start_fakes(config: dict[str, Any]) -> str | None:
+    """The fakes (`fake_source`) the cross-view stage reads; None as well when it trains no epoch."""
+    return fake_source(config) if config["coldstart"]["cross"]["epochs"] > 0 else None
+
+
+def keeps_fake_pairs(config: dict[str, Any]) -> str | None:
+    """The fakes every round keeps training on (`rounds.keep_fake_pairs`): only where the cold start had them."""
+    return cold_start_fakes(config) if config["rounds"]["keep_fake_pairs"] else None
+
+
+def fakes_argument(source: str, path: str) -> str:
+    """The option that hands a training stage its fakes: `--translated DIR` or `--projected DIR` (raw)."""
+    if source not in ("translated", "projected"):
+        raise ValueError(f"fakes are translated or projected images, not {source!r}")
+    return f"--{source} {path}"
+
+
+def uses_prior(config: dict[str, Any]) -> bool:
+    """The projection prior is computed and fused into every round's labels (labels.prior_weight > 0)."""
+    return config["labels"]["prior_weight"] > 0
+
+
+def approximate_labels(config: dict[str, Any]) -> bool:
+    """Labels search a FAISS index of that kind (an index job per round), instead of exact, blocked scores."""
+    return config["labels"]["index"] != "Flat"
+
+
+def embedding_symmetries(config: dict[str, Any], split: str) -> int:
+    """Train embeddings (for the labels) average over `labels.symmetries`; the test split is embedded plainly."""
+    return config["labels"]["symmetries"] if split == "train" else 1
+
+
+def localize_job(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The `localize.<name>` entry of a resolved config (its defaults filled); KeyError names what exists."""
+    jobs = config.get("localize") or {}
+    if name not in jobs:
+        raise KeyError(f"localize: no entry {name!r} in the config's localize section (have: {sorted(jobs) or 'none'})")
+    return jobs[name]

@@ -18,7 +18,9 @@ import pandas as pd
 import torch
 
 from cvgl.augment import resize_images
-from cvgl.data.manifest import image_ids, read_images, read_truth, write_manifests
+from cvgl.config import job_settings, with_section_defaults
+from cvgl.data.manifest import image_ids, read_images, read_truth, with_coordinates, write_manifests
+from cvgl.data.registry import dataset_for
 from cvgl.distributed import training_network
 from cvgl.embed import embed_images
 from cvgl.embed_io import read_embeddings, write_embedding_shards
@@ -77,34 +79,20 @@ def synth_stage(synth_cfg: dict[str, Any], root: Path, seed: int, threads: int =
 
 
 def manifest_stage(dataset_cfg: dict[str, Any], root: Path, gt_ratio: float, seed: int, out_dir: Path) -> None:
-    """List a dataset (in its published layout) as the design's manifests (+ `skipped.csv`)."""
-    name = dataset_cfg["name"]
-    if name == "synth":  # the world is written in a published layout and read by that layout's adapter
-        name = dataset_cfg.get("layout", "cvusa")
-    common = dict(strict=dataset_cfg.get("strict", True), verify_images=dataset_cfg.get("verify_images", False))
-    if name in ("synth", "cvusa"):
-        from cvgl.data.cvusa import build_cvusa_manifests
+    """List a dataset (in its published layout) as the design's manifests (+ `skipped.csv`).
 
-        manifests = build_cvusa_manifests(root, gt_ratio, seed, **common)
-    elif name == "cvact":
-        from cvgl.data.cvact import build_cvact_manifests
-
-        manifests = build_cvact_manifests(root, gt_ratio, seed, include_test=dataset_cfg.get("include_test", False),
-                                          **common)
-    elif name == "vigor":
-        from cvgl.data.vigor import build_vigor_manifests
-
-        # null: every city the root has split files for (the synthetic world writes two of the four)
-        cities = tuple(dataset_cfg.get("cities") or sorted(p.name for p in (Path(root) / "splits").glob("*")
-                                                           if p.is_dir()))
-        manifests = build_vigor_manifests(root, gt_ratio, seed, cities=cities,
-                                          protocol=dataset_cfg.get("protocol", "same_area"), **common)
-    else:
-        raise ValueError(f"dataset.name must be one of synth, cvusa, cvact, vigor; got {name!r}")
+    `dataset_cfg` is the `dataset` section (keys left out take the schema's defaults) with `layout`, the
+    synthetic world's: the world is written in a published layout and read by that layout's adapter. The
+    dataset registry (`cvgl.data.registry`) knows how each layout is read."""
+    dataset = with_section_defaults(dataset_cfg, "dataset")
+    entry = dataset_for(dataset, {"layout": dataset.get("layout")})
+    manifests = entry.build(Path(root), dataset, gt_ratio, seed)
     write_manifests(manifests, out_dir)
     counts = manifests.images.groupby(["split", "view"]).size().to_dict()
+    located = int(with_coordinates(manifests.images)[["lat", "lon"]].notna().all(axis=1).sum())
     print(f"[manifest] {counts}; labeled pairs: {len(manifests.labeled)}; skipped entries: "
-          f"{len(manifests.skipped)} (see {out_dir / 'skipped.csv'})", file=sys.stderr)
+          f"{len(manifests.skipped)} (see {out_dir / 'skipped.csv'}); coordinates: {located} of "
+          f"{len(manifests.images)} images (from {entry.coordinates})", file=sys.stderr)
 
 
 def cache_stage(manifest_dir: Path, root: Path, view: str, split: str, size_hw: tuple[int, int], out: Path,
@@ -128,13 +116,14 @@ def project_stage(manifest_dir: Path, root: Path, cfg: dict[str, Any], out_dir: 
     from cvgl.geometry import bev_valid_mask
     from cvgl.projection import project_files
 
+    cfg = with_section_defaults(cfg, "project")
     images = read_images(manifest_dir)
     ids = image_ids(images, "ground", "train")
     rel = images.set_index("image_id").loc[ids, "path"].tolist()
     pano_hw, size, fov, band = tuple(cfg["pano_size"]), cfg["size"], cfg["fov_deg"], cfg["band"]
-    rows = [(gid, f"{gid}.{cfg.get('format', 'jpg')}") for gid in ids]
+    rows = [(gid, f"{gid}.{cfg['format']}") for gid in ids]
     project_files([Path(root) / p for p in rel], [out_dir / name for _, name in rows], pano_hw, size, fov, band,
-                  cfg.get("batch_size", 64), threads, "project")
+                  cfg["batch_size"], threads, "project")
     valid = bev_valid_mask(pano_hw, size, fov, band)
     np.save(out_dir / "valid-mask.npy", valid)
     write_parquet(pd.DataFrame(rows, columns=["ground_id", "path"]), out_dir / "index.parquet")
@@ -188,58 +177,61 @@ def intra_view_train(cfg: dict[str, Any], ground_cache: Path, satellite_cache: P
     fit(model, optimizer, intra_view_stage(net, ground, satellite, cfg, device), cfg, out)
 
 
-def cross_view_train(cfg: dict[str, Any], init: Path | None, ground_cache: Path, translated_dir: Path | None,
+def cross_view_train(cfg: dict[str, Any], init: Path | None, ground_cache: Path, fakes_dir: Path | None,
                      out: Path) -> None:
-    """Cold start, part 2: (panorama, its own translated projection) pairs; writes the round-0 model.
+    """Cold start, part 2: (panorama, its own fake) pairs; writes the round-0 model.
 
-    Without `translated_dir` the satellite side is the panorama itself, resized (ablation a, docs/method.md §13).
-    With 0 epochs the init model (or a fresh one) becomes round 0 (ablation d).
+    The fakes are the panoramas' translated projections, or their raw projections (translate.method: none),
+    read from `fakes_dir` (`translated/` or `projected/`, the same index layout). Without `fakes_dir` the
+    satellite side is the panorama itself, resized (ablation a, docs/method.md §13). With 0 epochs the init
+    model (or a fresh one) becomes round 0 (ablation d).
     """
     device = resolve(cfg)
     ids, ground = read_image_cache(ground_cache)
     size = tuple(cfg["model"]["satellite_size"])
     if cfg["stage"]["epochs"] == 0:
         fake = ground  # no step reads it: nothing is decoded or resized
-    elif translated_dir is None:
+    elif fakes_dir is None:
         fake = resize_images(ground, size)
     else:
-        fake = load_translated(translated_dir, ids, size, cfg.get("threads", 1))
+        fake = load_projections(fakes_dir, ids, size, cfg.get("threads", 1))  # threads: the job's (job_settings)
     model, optimizer = build_model(cfg, init, device)
-    offset = cfg.get("schedule_offset", 0)
+    offset = cfg.get("schedule_offset", 0)  # set by cvgl.config.cross_view_slice; 0 for a stage on its own
     net = training_network(model, device)
     fit(model, optimizer, cross_view_stage(net, ground, fake, cfg, device, offset), cfg, out)
 
 
 def round_train(cfg: dict[str, Any], init: Path, labels_path: Path, ground_cache: Path, satellite_cache: Path,
-                out: Path, round_index: int, translated_dir: Path | None = None) -> None:
+                out: Path, round_index: int, fakes_dir: Path | None = None) -> None:
     """Self-training round n: train the round n-1 model on round n's pseudo (and labeled) pairs.
 
-    Reads the label table without its `correct` column; with `translated_dir` the cold start's
-    (panorama, translated projection) pairs stay in the mix (`rounds.keep_fake_pairs`). Under torchrun only
-    the training is spread over processes: the label table was made once, by its own rule.
+    Reads the label table without its `correct` column; with `fakes_dir` the cold start's (panorama, fake)
+    pairs stay in the mix (`rounds.keep_fake_pairs`). Under torchrun only the training is spread over
+    processes: the label table was made once, by its own rule.
     """
     device = resolve(cfg)
     g_ids, ground = read_image_cache(ground_cache)
     s_ids, satellite = read_image_cache(satellite_cache)
     labels = read_label_table(labels_path)[["ground_id", "satellite_id", "kept", "source"]]
     fake = None
-    if translated_dir is not None:
-        fake = load_translated(translated_dir, g_ids, tuple(cfg["model"]["satellite_size"]), cfg.get("threads", 1))
+    if fakes_dir is not None:
+        fake = load_projections(fakes_dir, g_ids, tuple(cfg["model"]["satellite_size"]), cfg.get("threads", 1))
     model, optimizer = build_model(cfg, init, device)
     net = training_network(model, device)
     stage: Stage = round_stage(net, ground, satellite, g_ids, s_ids, labels, cfg, device, round_index, fake)
     fit(model, optimizer, stage, cfg, out)
 
 
-def load_translated(translated_dir: Path, ground_ids: np.ndarray, size_hw: tuple[int, int], threads: int
-                    ) -> np.ndarray:
-    """The translated projection of every train panorama, rows aligned with `ground_ids`."""
-    index = read_parquet(translated_dir / "index.parquet", ["ground_id", "path"]).set_index("ground_id")
+def load_projections(images_dir: Path, ground_ids: np.ndarray, size_hw: tuple[int, int], threads: int
+                     ) -> np.ndarray:
+    """The projection of every train panorama, translated (`translated/`) or raw (`projected/`), at
+    `size_hw`, rows aligned with `ground_ids`."""
+    index = read_parquet(images_dir / "index.parquet", ["ground_id", "path"]).set_index("ground_id")
     missing = set(ground_ids) - set(index.index)
     if missing:
-        raise ValueError(f"{translated_dir}/index.parquet lacks {len(missing)} train panoramas")
-    return decode_to_memmap([translated_dir / p for p in index.loc[ground_ids, "path"]], size_hw, threads,
-                            "load translated")
+        raise ValueError(f"{images_dir}/index.parquet lacks {len(missing)} train panoramas")
+    return decode_to_memmap([images_dir / p for p in index.loc[ground_ids, "path"]], size_hw, threads,
+                            "load projections")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -254,7 +246,7 @@ def embed_stage(model_path: Path, caches: dict[str, Path], out_dir: Path, batch_
     `symmetries` > 1 averages similarities over that many joint flips/rotations (`cvgl.embed.embed_images`).
     """
     ckpt = load_checkpoint(model_path)
-    device = resolve(dict(ckpt["config"], device=device_name, threads=threads))
+    device = resolve(job_settings(ckpt["config"], threads=threads, device=device_name))
     # The checkpoint holds every weight: the backbone's pretrained weights are not read again.
     model, _ = model_from_checkpoint(model_path, device)
     dtype = autocast_dtype(precision, device)
@@ -282,21 +274,20 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path | None, labeled_pa
     its blocked passes on `device_name` (a GPU where the job has one) and reads no index; an approximate one
     searches the FAISS index at `index_path`.
     """
+    cfg = with_section_defaults(cfg, "labels")
     torch.set_num_threads(max(1, threads))
     set_threads(threads)
     g_ids, ground = read_embeddings(embeddings_dir, "ground")
     s_ids, satellite = read_embeddings(embeddings_dir, "satellite")
     t0 = time.perf_counter()
-    weight = float(cfg.get("prior_weight") or 0.0)
-    csls_k = int(cfg.get("csls_k") or 0)
-    if weight > 0 or csls_k > 0 or cfg.get("index", "Flat") == "Flat":
+    weight, csls_k = float(cfg["prior_weight"]), int(cfg["csls_k"])
+    if weight > 0 or csls_k > 0 or cfg["index"] == "Flat":
         # Exact: one blocked N x M product gives both directions (a flat index would need two); the prior's
         # fused scores and the CSLS rescaling exist only this way.
         prior = read_prior(prior_dir, g_ids, s_ids) if weight > 0 and prior_dir is not None else None
-        chunk = block_rows(cfg.get("chunk", 4096), len(satellite))
+        chunk = block_rows(cfg["chunk"], len(satellite))
         matches = mutual_matches(ground, satellite, chunk, prior=prior, prior_weight=weight,
-                                 prior_metric=cfg.get("prior_metric", "l1"), csls_k=csls_k,
-                                 device=resolve_device(device_name))
+                                 prior_metric=cfg["prior_metric"], csls_k=csls_k, device=resolve_device(device_name))
     else:
         # Approximate: both directions through indices of the configured kind (never an N x M product).
         if index_path is None:
@@ -304,12 +295,12 @@ def pseudo_label_stage(embeddings_dir: Path, index_path: Path | None, labeled_pa
         index, index_ids = read_index(index_path)
         if list(index_ids) != list(s_ids):
             raise ValueError(f"{index_path}: its ids do not match the satellite embeddings in {embeddings_dir}")
-        set_search_parameters(index, cfg.get("search"))
-        matches = mutual_matches_faiss(ground, satellite, index, cfg["index"], cfg.get("search"))
+        set_search_parameters(index, cfg["search"])
+        matches = mutual_matches_faiss(ground, satellite, index, cfg["index"], cfg["search"])
     threshold = round_threshold(round_index, cfg)
     labeled = read_parquet(labeled_path, ["ground_id", "satellite_id"])
     table = build_label_table(list(g_ids), list(s_ids), matches, threshold, labeled if len(labeled) else None,
-                              require_mutual=cfg.get("mutual", True))
+                              require_mutual=cfg["mutual"])
     write_label_table(table, out)
     print(f"[labels round {round_index}] threshold {threshold:.4f}: {int(table.mutual.sum())} mutual, "
           f"{int(table.kept.sum())} kept of {len(table)} ({time.perf_counter() - t0:.1f}s)", file=sys.stderr)

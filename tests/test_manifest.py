@@ -64,7 +64,7 @@ def test_missing_image_and_root_are_named(tmp_path: Path) -> None:
 
 
 def test_null_settings_take_the_papers_values_for_the_dataset_read() -> None:
-    from cvgl.defaults import with_paper_defaults
+    from cvgl.config import with_paper_defaults
 
     base = {"dataset": {"name": "synth"}, "synth": {}, "rounds": {"t0": None},
             "project": {"fov_deg": None, "band": None}}

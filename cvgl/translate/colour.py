@@ -64,11 +64,3 @@ class ColourTranslator:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.source, self.target, self.lut = state["source"], state["target"], state["lut"]
 
-
-class IdentityTranslator(ColourTranslator):
-    """No translation: the cold start trains on raw projections (the paper's ablation row b)."""
-
-    method = "none"
-
-    def finish(self) -> None:
-        self.lut = np.tile(np.arange(256, dtype=np.uint8), (3, 1))

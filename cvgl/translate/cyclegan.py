@@ -21,31 +21,37 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cvgl.augment import resize_images
+from cvgl.config import schema_defaults
 from cvgl.io import Progress, RowBuffer, atomic_path, reading
 from cvgl.models import resolve_device
 from cvgl.train import resume_settings
 
+#: `translate.cyclegan`'s defaults (the paper's) and the top-level ones of the job's seed, threads and device,
+#: read from the config schema, which states each default once.
+_GAN, _TOP = schema_defaults("translate", "cyclegan"), schema_defaults()
+
 
 @dataclass(frozen=True)
 class CycleGANConfig:
-    """Sizes, epochs and loss weights; defaults are the CPU demo's, the paper's value is in each comment."""
+    """Sizes, epochs and loss weights (`translate.cyclegan`), and the job's seed, threads and device. A field
+    left out takes the schema's default, the paper's: 320 px, widths 64, 9 blocks, 100 + 100 epochs, batch 1."""
 
-    size: int = 64               # train and inference side in px; paper: 320 (trained on 360->320 crops)
-    ngf: int = 16                # generator width; paper: 64
-    ndf: int = 32                # discriminator width; paper: 64
-    blocks: int = 4              # residual blocks; paper: 9 (resnet_9blocks)
-    disc_layers: int = 3         # PatchGAN depth (70x70 receptive field at 3); paper: 3
-    epochs: int = 1              # epochs at the initial learning rate; paper: 100
-    epochs_decay: int = 1        # epochs of linear decay to 0; paper: 100
-    lr: float = 2e-4             # paper: 2e-4
-    beta1: float = 0.5           # paper: 0.5
-    lambda_cycle: float = 10.0   # paper: 10 (both directions)
-    lambda_identity: float = 0.5  # times lambda_cycle; paper: 0.5
-    pool_size: int = 50          # paper: 50
-    batch_size: int = 4          # paper: 1
-    seed: int = 0
-    threads: int = 2
-    device: str = "auto"
+    size: int = _GAN["size"]                        # train and inference side in px (paper: 360->320 crops)
+    ngf: int = _GAN["ngf"]                          # generator width
+    ndf: int = _GAN["ndf"]                          # discriminator width
+    blocks: int = _GAN["blocks"]                    # residual blocks (resnet_9blocks)
+    disc_layers: int = _GAN["disc_layers"]          # PatchGAN depth (70x70 receptive field at 3)
+    epochs: int = _GAN["epochs"]                    # epochs at the initial learning rate
+    epochs_decay: int = _GAN["epochs_decay"]        # epochs of linear decay to 0
+    lr: float = _GAN["lr"]
+    beta1: float = _GAN["beta1"]
+    lambda_cycle: float = _GAN["lambda_cycle"]      # both directions
+    lambda_identity: float = _GAN["lambda_identity"]  # times lambda_cycle
+    pool_size: int = _GAN["pool_size"]
+    batch_size: int = _GAN["batch_size"]
+    seed: int = _TOP["seed"]
+    threads: int = _TOP["threads"]
+    device: str = _TOP["device"]
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any] | None) -> CycleGANConfig:

@@ -11,7 +11,7 @@ rule intra_view:
     output:
         f"{RESULTS}/coldstart/intra.pt",
     params:
-        cfg=train_config(config["coldstart"]["intra"]),
+        cfg=as_json(cvgl_config.intra_view_slice(config)),
     log:
         f"{RESULTS}/logs/intra_view.log",
     benchmark:
@@ -32,9 +32,9 @@ rule cross_view:
     output:
         f"{RESULTS}/round-0/model.pt",
     params:
-        cfg=train_config(config["coldstart"]["cross"], schedule_offset=config["coldstart"]["intra"]["epochs"]),
+        cfg=as_json(cvgl_config.cross_view_slice(config)),
         init=lambda wc, input: f"--init {input.init}" if "init" in input.keys() else "",
-        translated=lambda wc, input: f"--translated {input.translated}" if "translated" in input.keys() else "",
+        translated=fakes_argument,  # --translated DIR, or --projected DIR with translate.method: none
     log:
         f"{RESULTS}/logs/cross_view.log",
     benchmark:

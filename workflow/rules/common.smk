@@ -1,16 +1,16 @@
-# Helpers shared by the rule files: paths, config slices and input functions.
-import json
-import shlex
+# Helpers shared by the rule files: paths, and thin wrappers over cvgl.config (every slice, switch and dataset
+# file comes from there, so the rules stay declarations).
 import shutil
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from cvgl.config import round_settings as cvgl_round_settings
+import cvgl.config as cvgl_config
+from cvgl.config import as_json
 
 RUN = config["run"]
-RESULTS = f"results/{RUN}"
+RESULTS = cvgl_config.results_dir(config)
 ROUNDS = config["rounds"]["count"]
 THREADS = config["threads"]
 # Rules call the `cvgl` console script; fall back to this interpreter's module if it is not on PATH.
@@ -30,40 +30,23 @@ wildcard_constraints:
     view="ground|satellite",
 
 
-def as_json(obj):
-    """A config slice as one canonical JSON argument (params: a changed value reruns the job)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
 def dataset_root():
-    """Where the manifest and the caches read images (cvgl.config checked it exists)."""
-    return f"{RESULTS}/dataset" if config["dataset"]["name"] == "synth" else config["dataset"]["root"]
+    """Where the manifest and the caches read images (cvgl.config.dataset_root)."""
+    return cvgl_config.dataset_root(config)
 
 
 def dataset_inputs():
-    """What the manifest depends on: the rendered world, or a real dataset's split files (published layout)."""
-    name = config["dataset"]["name"]
-    if name == "synth":
-        return [f"{RESULTS}/dataset"]
-    root = Path(dataset_root())
-    if name == "cvusa":
-        splits = [root / "splits/train-19zl.csv", root / "splits/val-19zl.csv"]
-    elif name == "cvact":
-        splits = [root / "ACT_data.mat"]
-    else:  # vigor: every split file of every city present (the adapter checks the selected ones)
-        splits = sorted((root / "splits").glob("*/*.txt"))
-        if not splits:
-            raise WorkflowError(f"dataset.root: no VIGOR split files under {root / 'splits'}/<City>/")
-    for s in splits:
-        if not s.exists():
-            raise WorkflowError(f"dataset.root: {s} does not exist ({name} layout expected)")
-    return [str(s) for s in splits]
+    """What the manifest depends on: the rendered world, or a real dataset's split files (cvgl.data.registry)."""
+    try:
+        return cvgl_config.dataset_inputs(config)
+    except (FileNotFoundError, ValueError) as err:
+        raise WorkflowError(str(err)) from None
 
 
 def model_weights():
     """The backbone's local weights file, an input of the jobs that build a model from it (none = hub or random;
     cvgl.config checked that it exists)."""
-    weights = config["model"].get("weights")
+    weights = config["model"]["weights"]
     return [weights] if weights else []
 
 
@@ -76,19 +59,6 @@ def gpus(count=1):
 
 def image_size(view):
     return config["model"]["ground_size" if view == "ground" else "satellite_size"]
-
-
-def train_config(stage, **extra):
-    """The slice a training job sees: model, optimiser, augmentation, seed and its stage's settings."""
-    # No `threads`: the job gets its rule's {threads} on the command line, so --cores scales it and changing
-    # the thread count never reruns a stage.
-    return as_json(dict(seed=config["seed"], device=config["device"], precision=config["precision"],
-                        model=config["model"], optim=config["optim"], augment=config["augment"], stage=stage, **extra))
-
-
-def round_settings(n):
-    """Round n's settings (`cvgl.config.round_settings`: `rounds` with `rounds.overrides[n]` applied)."""
-    return cvgl_round_settings(config["rounds"], n)
 
 
 def previous_round(wildcards):
@@ -104,15 +74,16 @@ def print_summary():
         print(f"\ncvgl run {RUN!r} ({path}):\n" + format_summary(pd.read_csv(path)))
 
 
-def fake_source():
-    """Where the cold start's satellite-side images come from (docs/method.md §13 ablations):
-    translated projections, raw projections (translate.method: none), or None = the raw panorama itself
-    (coldstart.projection: false), in which case no projection or translation job runs."""
-    if not config["coldstart"].get("projection", True):
-        return None
-    if config["translate"]["method"] == "none":
-        return f"{RESULTS}/projected"
-    return f"{RESULTS}/translated"
+def fakes_path(source):
+    """The folder of a kind of fake (cvgl.config.fake_source: translated/ or projected/), or None."""
+    return f"{RESULTS}/{source}" if source else None
+
+
+def fakes_argument(wildcards, input):
+    """`--translated DIR` or `--projected DIR` (raw projections) for a training job's `fakes` input, else nothing."""
+    if "fakes" not in input.keys() or not input.fakes:
+        return ""
+    return cvgl_config.fakes_argument(cvgl_config.fake_source(config), input.fakes)
 
 
 def cross_view_inputs(wildcards):
@@ -122,6 +93,6 @@ def cross_view_inputs(wildcards):
            "weights": model_weights()}
     if config["coldstart"]["intra"]["epochs"] > 0:
         out["init"] = f"{RESULTS}/coldstart/intra.pt"
-    if config["coldstart"]["cross"]["epochs"] > 0 and fake_source():
-        out["translated"] = fake_source()
+    if cvgl_config.cold_start_fakes(config):
+        out["fakes"] = fakes_path(cvgl_config.cold_start_fakes(config))
     return out

@@ -28,7 +28,7 @@ rule manifest:
         labeled=f"{RESULTS}/manifest/labeled.parquet",
         skipped=f"{RESULTS}/manifest/skipped.csv",
     params:
-        cfg=as_json({**config["dataset"], "layout": config["synth"].get("layout", "cvusa")}),
+        cfg=as_json(cvgl_config.manifest_slice(config)),
         root=dataset_root(),
         gt_ratio=config["rounds"]["gt_ratio"],
         seed=config["seed"],

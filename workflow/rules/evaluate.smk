@@ -1,4 +1,5 @@
 # Evaluation of every round on the test split, and the run's summary table.
+import shlex
 
 
 def round_labels(wildcards):
@@ -73,23 +74,16 @@ rule plots:
         "{CVGL} plots --summary {input.summary} --labels {input.labels} --out {RESULTS}/plots 2> {log}"
 
 
-#: The schema's defaults of a `localize.<name>` entry (validation fills defaults under `properties` only, not
-#: under the `additionalProperties` of a mapping of names).
-LOCALIZE_DEFAULTS = {"gallery_split": "test", "query_split": "test", "round": None, "top_k": 5, "index": "Flat",
-                     "search": None}
-
-
 def localize_job(wildcards):
-    """The `localize.<name>` entry of the config, defaults filled (a clear error when the config has none)."""
-    jobs = config.get("localize") or {}
-    if wildcards.name not in jobs:
-        raise WorkflowError(f"localize: no entry {wildcards.name!r} in the config's localize section "
-                            f"(have: {sorted(jobs) or 'none'})")
-    return {**LOCALIZE_DEFAULTS, **jobs[wildcards.name]}
+    """The `localize.<name>` entry of the config, its defaults filled (a clear error when the config has none)."""
+    try:
+        return cvgl_config.localize_job(config, wildcards.name)
+    except KeyError as err:
+        raise WorkflowError(err.args[0]) from None
 
 
 def localize_model(wildcards):
-    n = localize_job(wildcards).get("round")
+    n = localize_job(wildcards)["round"]
     return f"{RESULTS}/round-{ROUNDS if n is None else n}/model.pt"
 
 

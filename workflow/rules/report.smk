@@ -9,9 +9,10 @@ def sample_inputs(wildcards):
     """Projections and translations only where the cold start made them, so an ablation that skips those stages
     does not run them for a figure."""
     out = {"images": rules.manifest.output.images, "truth": rules.manifest.output.truth, "dataset": dataset_inputs()}
-    if config["coldstart"]["cross"]["epochs"] > 0 and fake_source():  # the cold start made projections
+    fakes = cvgl_config.cold_start_fakes(config)
+    if fakes:  # the cold start made projections (and translated them, unless translate.method is none)
         out["projected"] = f"{RESULTS}/projected"
-        if config["translate"]["method"] != "none":
+        if fakes == "translated":
             out["translated"] = f"{RESULTS}/translated"
     return out
 

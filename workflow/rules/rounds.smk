@@ -3,19 +3,14 @@
 
 
 def fake_pairs_input(wildcards):
-    """The cold start's pairs for `rounds.keep_fake_pairs` (only where the cold start had projections)."""
-    keep = config["rounds"]["keep_fake_pairs"] and config["coldstart"]["cross"]["epochs"] > 0 and fake_source()
-    return [fake_source()] if keep else []
-
-
-def embedding_symmetries(wildcards):
-    """Train embeddings (pseudo labels) average over `labels.symmetries`; the test split is embedded plainly."""
-    return config["labels"]["symmetries"] if wildcards.split == "train" else 1
+    """The cold start's fakes every round keeps (`rounds.keep_fake_pairs`, where the cold start had them)."""
+    source = cvgl_config.keeps_fake_pairs(config)
+    return [fakes_path(source)] if source else []
 
 
 def prior_input(wildcards):
     """The projection prior's descriptors, read by every round's labelling where labels.prior_weight > 0."""
-    return [f"{RESULTS}/prior"] if config["labels"]["prior_weight"] > 0 else []
+    return [f"{RESULTS}/prior"] if cvgl_config.uses_prior(config) else []
 
 
 rule prior:
@@ -28,7 +23,7 @@ rule prior:
     params:
         size=config["labels"]["prior_size"],
         radius=(f"--radius {config['model']['satellite_mask_radius']}"
-                if config["model"].get("satellite_mask_radius") else ""),
+                if config["model"]["satellite_mask_radius"] else ""),
     log:
         f"{RESULTS}/logs/prior.log",
     benchmark:
@@ -55,7 +50,7 @@ rule embed:
         batch=config["evaluate"]["batch_size"],
         device=config["device"],
         precision=config["precision"],
-        symmetries=embedding_symmetries,
+        symmetries=lambda wc: cvgl_config.embedding_symmetries(config, wc.split),
     log:
         f"{RESULTS}/logs/round-{{n}}/embed-{{split}}.log",
     benchmark:
@@ -95,7 +90,7 @@ rule index:
 def approximate_index(wildcards):
     """The satellite index an approximate `labels.index` searches; exact matching (Flat) reads none, so no
     index job runs for it."""
-    if config["labels"]["index"] == "Flat":
+    if not cvgl_config.approximate_labels(config):
         return {}
     path = f"{RESULTS}/round-{previous_round(wildcards)}/index/train-satellite.faiss"
     return {"index": path, "index_ids": f"{path}.ids.parquet"}
@@ -112,7 +107,7 @@ rule pseudo_label:
     wildcard_constraints:
         n=r"[1-9]\d*",
     params:
-        cfg=lambda wc: as_json(dict(round_settings(wc.n), **config["labels"])),
+        cfg=lambda wc: as_json(cvgl_config.pseudo_label_slice(config, wc.n)),
         prior=lambda wc, input: f"--prior {input.prior}" if input.prior else "",
         index=lambda wc, input: f"--index {input.index}" if "index" in input.keys() else "",
         device=config["device"],
@@ -157,15 +152,15 @@ rule train_round:
         ground_ids=f"{RESULTS}/cache/train-ground.npy.ids.parquet",
         satellite=f"{RESULTS}/cache/train-satellite.npy",
         satellite_ids=f"{RESULTS}/cache/train-satellite.npy.ids.parquet",
-        translated=fake_pairs_input,
+        fakes=fake_pairs_input,
         weights=model_weights(),
     output:
         f"{RESULTS}/round-{{n}}/model.pt",
     wildcard_constraints:
         n=r"[1-9]\d*",
     params:
-        cfg=lambda wc: train_config(round_settings(wc.n)),
-        translated=lambda wc, input: f"--translated {input.translated}" if input.translated else "",
+        cfg=lambda wc: as_json(cvgl_config.round_slice(config, wc.n)),
+        translated=fakes_argument,  # --translated DIR, or --projected DIR with translate.method: none
     log:
         f"{RESULTS}/logs/round-{{n}}/train_round.log",
     benchmark:

@@ -11,8 +11,7 @@ rule translate:
         images=directory(f"{RESULTS}/translated"),
     params:
         method=config["translate"]["method"],
-        options=as_json({**config["translate"].get("cyclegan", {}), "seed": config["seed"],
-                         "device": config["device"]}),
+        options=as_json(cvgl_config.translate_options(config)),
     log:
         f"{RESULTS}/logs/translate.log",
     benchmark:

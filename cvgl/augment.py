@@ -187,8 +187,8 @@ def view_symmetry(x: torch.Tensor, view: str, flip: bool, quarter_turns: int) ->
 
 
 def photometric(x: torch.Tensor, gen: Draws, cfg: dict) -> torch.Tensor:
-    """The per-view photometric pipeline: dropout, colour jitter / grayscale, blur."""
-    x = cutout(x, gen, p=cfg.get("cutout_p", 0.5))
-    x = colour_jitter(x, gen, strength=cfg.get("jitter", 0.4), p=cfg.get("jitter_p", 0.8),
-                      gray_p=cfg.get("gray_p", 0.2))
-    return blur(x, gen, p=cfg.get("blur_p", 0.5))
+    """The per-view photometric pipeline: dropout, colour jitter / grayscale, blur (`cfg`: a complete `augment`
+    section, e.g. from `cvgl.config.with_section_defaults`)."""
+    x = cutout(x, gen, p=cfg["cutout_p"])
+    x = colour_jitter(x, gen, strength=cfg["jitter"], p=cfg["jitter_p"], gray_p=cfg["gray_p"])
+    return blur(x, gen, p=cfg["blur_p"])

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from cvgl.augment import RowDraws, joint_flip_rotate, photometric, random_affine, unit_images
+from cvgl.config import with_section_defaults
 from cvgl.distributed import barrier, encode_global, init_from_env, is_main, local_share, rank, shard, world_size
 from cvgl.io import Progress, StackedRows, atomic_path, reading
 from cvgl.losses import info_nce
@@ -305,7 +306,7 @@ def intra_view_stage(model: CrossViewModel | torch.nn.Module, ground: np.ndarray
 
     `model` is the model or, across processes, its `cvgl.distributed.training_network`.
     """
-    scfg, aug = cfg["stage"], cfg["augment"]
+    scfg, aug = cfg["stage"], with_section_defaults(cfg.get("augment"), "augment")
     dtype = autocast_dtype(cfg.get("precision", "auto"), device)
     n = max(len(ground), len(satellite))
     batch = min(cfg["optim"]["batch_size"], len(ground), len(satellite))
@@ -323,9 +324,8 @@ def intra_view_stage(model: CrossViewModel | torch.nn.Module, ground: np.ndarray
         g1 = photometric(torch.where(flip.view(-1, 1, 1, 1).to(device), g.flip(-1), g), draws, aug)
         g2 = photometric(g, draws, aug)
         s1 = photometric(torch.where(flip.view(-1, 1, 1, 1).to(device), s.flip(-1), s), draws, aug)
-        a = aug.get("intra_affine", {})
-        s2 = photometric(random_affine(s, draws, a.get("shift", 0.2), a.get("scale", 0.2), a.get("rotate", 15)),
-                         draws, aug)
+        a = aug["intra_affine"]
+        s2 = photometric(random_affine(s, draws, a["shift"], a["scale"], a["rotate"]), draws, aug)
         eps = scfg["smoothing"]
         # Both views through each encoder in one batch (BatchNorm sees 2B rows, as the method trains).
         ge, se, scale = encode_global(model, torch.cat([g1, g2]), torch.cat([s1, s2]), dtype, views=2)
@@ -347,13 +347,13 @@ def cross_view_loss(model: CrossViewModel | torch.nn.Module, cfg: dict[str, Any]
 
     Each process augments and encodes its share of the global batch; the loss sees the gathered batch.
     """
-    aug, eps = cfg["augment"], cfg["stage"]["smoothing"]
+    aug, eps = with_section_defaults(cfg.get("augment"), "augment"), cfg["stage"]["smoothing"]
     dtype = autocast_dtype(cfg.get("precision", "auto"), device)
 
     def loss(b: Batch, pixels: Pixels, gen: torch.Generator) -> torch.Tensor:
         g, s = unit_images(pixels[0]), unit_images(pixels[1])
         draws = RowDraws(gen, len(b[0]), local_share(len(b[0])))
-        g, s = joint_flip_rotate(g, s, draws, aug.get("flip_p", 0.5), aug.get("rotate_p", 0.5))
+        g, s = joint_flip_rotate(g, s, draws, aug["flip_p"], aug["rotate_p"])
         g, s = photometric(g, draws, aug), photometric(s, draws, aug)
         labeled = None if b[2] is None else torch.from_numpy(b[2])
         ge, se, scale = encode_global(model, g, s, dtype)

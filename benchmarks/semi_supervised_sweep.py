@@ -25,9 +25,9 @@ from cvgl.config import embedding_symmetries, keeps_fake_pairs, load_config, rou
 from cvgl.data.manifest import read_images, read_truth, select_labeled
 from cvgl.embed import embed_images
 from cvgl.io import read_image_cache
-from cvgl.labels import build_label_table, fill_correct, label_summary, margin_threshold, mutual_matches
+from cvgl.labels import build_label_table, fill_correct, label_summary, mutual_matches
 from cvgl.metrics import recall_at_k, retrieval_ranks
-from cvgl.pipeline import load_projections
+from cvgl.pipeline import load_projections, round_threshold
 from cvgl.prior import read_prior
 from cvgl.train import build_model, load_checkpoint, round_stage, run_epoch, setup_torch
 
@@ -62,8 +62,9 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
         s = embed_images(model, sats, "satellite", 256, device, symmetries=k)
         m = mutual_matches(g, s, labels_cfg["chunk"], prior=prior, prior_weight=weight,  # as pseudo_label
                            prior_metric=labels_cfg["prior_metric"], csls_k=labels_cfg["csls_k"])
-        table = build_label_table(list(g_ids), list(s_ids), m, margin_threshold(n, r["t0"], rounds["count"]),
-                                  labeled if len(labeled) else None)
+        label_cfg = dict(r, **labels_cfg)  # as the pseudo_label rule's slice: the switches and the schedule too
+        table = build_label_table(list(g_ids), list(s_ids), m, round_threshold(n, label_cfg),
+                                  labeled if len(labeled) else None, require_mutual=labels_cfg["mutual"])
         rc = round_slice(cfg, n)  # as the train_round rule
         stage = round_stage(model, ground, sats, g_ids, s_ids, table[["ground_id", "satellite_id", "kept", "source"]],
                             rc, device, n, fake)

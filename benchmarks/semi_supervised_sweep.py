@@ -21,7 +21,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cvgl.config import embedding_symmetries, keeps_fake_pairs, load_config, round_settings, round_slice, uses_prior
+from cvgl.config import (
+    embedding_symmetries,
+    keeps_fake_pairs,
+    load_config,
+    pseudo_label_slice,
+    round_settings,
+    round_slice,
+    uses_prior,
+)
 from cvgl.data.manifest import read_images, read_truth, select_labeled
 from cvgl.embed import embed_images
 from cvgl.io import read_image_cache
@@ -62,7 +70,7 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
         s = embed_images(model, sats, "satellite", 256, device, symmetries=k)
         m = mutual_matches(g, s, labels_cfg["chunk"], prior=prior, prior_weight=weight,  # as pseudo_label
                            prior_metric=labels_cfg["prior_metric"], csls_k=labels_cfg["csls_k"])
-        label_cfg = dict(r, **labels_cfg)  # as the pseudo_label rule's slice: the switches and the schedule too
+        label_cfg = pseudo_label_slice(cfg, n)  # as the pseudo_label rule: the switches and the schedule too
         table = build_label_table(list(g_ids), list(s_ids), m, round_threshold(n, label_cfg),
                                   labeled if len(labeled) else None, require_mutual=labels_cfg["mutual"])
         rc = round_slice(cfg, n)  # as the train_round rule

@@ -193,7 +193,7 @@ def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[Cross
 
 
 def fit(model: CrossViewModel, optimizer: torch.optim.Optimizer, stage: Stage, cfg: dict[str, Any],
-        out_path: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        out_path: Path) -> dict[str, Any]:
     """Run a stage's epochs with per-epoch checkpoints; resume from `<out>.state` if it matches the config.
 
     Across processes every rank reads the same state and only rank 0 writes.
@@ -217,7 +217,6 @@ def fit(model: CrossViewModel, optimizer: torch.optim.Optimizer, stage: Stage, c
         if is_main():
             save_checkpoint(checkpoint_dict(model, optimizer, epoch + 1, cfg, digest, history, stage), state_path)
     final = checkpoint_dict(model, optimizer, stage.epochs, cfg, digest, history, stage)
-    final.update(extra or {})
     if is_main():
         save_checkpoint(final, out_path)
         state_path.unlink(missing_ok=True)

@@ -87,11 +87,16 @@ def test_changing_a_round_reruns_it_and_later_rounds_only(tiny_run: Path, tmp_pa
 
 
 def test_bad_config_value_names_the_key(tmp_path: Path) -> None:
+    """Snakemake stops on the config module's one-line messages before any rule runs (the messages of each
+    malformed config are checked in-process in tests/test_config.py)."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text("rounds: {count: -1}\n")
+    bad.write_text("rounds: {count: -1, tresh: 0.1}\n")
     proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config.yaml"), str(bad))
+    out = proc.stderr + proc.stdout
     assert proc.returncode != 0
-    assert "count" in proc.stderr + proc.stdout
+    assert "rounds.count: -1 is less than the minimum of 0" in out and "rounds.tresh: unknown key" in out, out
+    assert "Failed validating" not in out
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.parametrize(("override", "absent", "present"), [

@@ -71,11 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
          "neither, vs. themselves",
          ("--config", CFG), ("--init", {"type": Path}), ("--ground-cache", P), ("--translated", TRANSLATED),
          ("--projected", PROJECTED), ("--out", P), ("--threads", TRAIN_THREADS), ("--loader-workers", WORKERS))
+    embedding = (("--batch-size", {"type": int, "default": 128}), ("--device", {"default": "auto"}),
+                 ("--precision", {"default": "auto", "choices": ["auto", "fp32", "bf16"]}),
+                 ("--symmetries", {"type": int, "default": 1, "choices": [1, 2, 4, 8]}), ("--threads", THREADS))
     _add(sub, "embed", "embed a split's ground and satellite caches into parquet shards",
-         ("--model", P), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P),
-         ("--batch-size", {"type": int, "default": 128}), ("--device", {"default": "auto"}),
-         ("--precision", {"default": "auto", "choices": ["auto", "fp32", "bf16"]}),
-         ("--symmetries", {"type": int, "default": 1, "choices": [1, 2, 4, 8]}), ("--threads", THREADS))
+         ("--model", P), ("--ground-cache", {"type": Path}), ("--satellite-cache", {"type": Path}),
+         ("--features", {"type": Path, "default": None, "help": "a frozen backbone's stored features (cvgl "
+                         "features): only the head and neck run; instead of the caches"}),
+         ("--out", P), *embedding)
+    _add(sub, "features", "a frozen backbone's features of a split's caches, stored once for every round",
+         ("--model", P), ("--ground-cache", P), ("--satellite-cache", P), ("--out", P), *embedding)
     _add(sub, "index", "FAISS index of a split's satellite embeddings",
          ("--embeddings", P), ("--factory", {"default": "Flat"}), ("--out", P), ("--threads", THREADS))
     _add(sub, "pseudo-label", "Adaptive Mutual Matching: a round's label table",
@@ -183,6 +188,8 @@ def check_stage_config(a: argparse.Namespace) -> None:
     elif a.command in ("intra-view", "cross-view", "train-round"):
         # A stage that starts from a checkpoint reads no pretrained weights.
         check_model(a.config["model"], pretrained=getattr(a, "init", None) is None)
+    elif a.command == "embed" and a.features is None and (a.ground_cache is None or a.satellite_cache is None):
+        raise ValueError("embed: give --ground-cache and --satellite-cache, or --features")
     elif a.command == "pseudo-label":
         check_labels(a.config)
         if with_section_defaults(a.config, "labels")["prior_weight"] > 0 and a.prior is None:
@@ -210,7 +217,10 @@ def run(a: argparse.Namespace) -> None:
         pipeline.cross_view_train(a.config, a.init, a.ground_cache, fakes_dir(a), a.out)
     elif c == "embed":
         pipeline.embed_stage(a.model, {"ground": a.ground_cache, "satellite": a.satellite_cache}, a.out,
-                             a.batch_size, a.device, a.threads, a.precision, a.symmetries)
+                             a.batch_size, a.device, a.threads, a.precision, a.symmetries, a.features)
+    elif c == "features":
+        pipeline.features_stage(a.model, {"ground": a.ground_cache, "satellite": a.satellite_cache}, a.out,
+                                a.batch_size, a.device, a.threads, a.precision, a.symmetries)
     elif c == "index":
         pipeline.index_stage(a.embeddings, a.factory, a.out, a.threads)
     elif c == "pseudo-label":

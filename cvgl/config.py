@@ -499,6 +499,12 @@ def uses_prior(config: dict[str, Any]) -> bool:
     return config["labels"]["prior_weight"] > 0
 
 
+def caches_frozen_features(config: dict[str, Any]) -> bool:
+    """The backbone is frozen (model.freeze: backbone), so its features are taken once per split and every
+    round's embedding runs only the head and neck on them (evaluate.cache_frozen_features)."""
+    return config["model"].get("freeze", "none") == "backbone" and config["evaluate"]["cache_frozen_features"]
+
+
 def approximate_labels(config: dict[str, Any]) -> bool:
     """Labels search a FAISS index of that kind (an index job per round), instead of exact, blocked scores."""
     return config["labels"]["index"] != "Flat"

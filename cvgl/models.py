@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -133,7 +134,12 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B,3,H,W) floats in [0,1] -> (B,dim) unit vectors."""
-        pooled = self.head(self.features(images)).flatten(1)
+        return self.pool(self.features(images))
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """What `features` returned -> (B,dim) unit vectors: the head, the neck and the normalisation (the part
+        that trains when `model.freeze: backbone`)."""
+        pooled = self.head(features).flatten(1)
         # The neck (batch statistics) and the normalisation run in the parameters' precision (fp32), also under
         # bf16 autocast.
         with torch.autocast(pooled.device.type, enabled=False):
@@ -244,11 +250,38 @@ class CrossViewModel(nn.Module):
         self.register_buffer("satellite_mask", mask.view(1, 1, *mask.shape), persistent=False)
 
     def encode(self, images: torch.Tensor, view: str) -> torch.Tensor:
+        return self.encoder(view)(self.view_input(images, view))
+
+    def encoder(self, view: str) -> Encoder:
+        return self.ground if view == "ground" else self.satellite
+
+    def view_input(self, images: torch.Tensor, view: str) -> torch.Tensor:
+        """What the `view` encoder sees of `images`: satellite tiles masked to the centre disc and cropped to the
+        square around it (`model.satellite_mask_radius`, `model.satellite_crop`); panoramas as they are."""
         if view == "ground":
-            return self.ground(images)
+            return images
         if self.satellite_box is not None:
             images = images[(..., *self.satellite_box)]
-        return self.satellite(images * self.satellite_mask)
+        return images * self.satellite_mask
+
+    def backbone_fingerprint(self) -> str:
+        """SHA-256 of everything the backbones' features depend on: both encoders' backbone weights and buffers,
+        their input normalisation, the satellite mask and crop. Equal fingerprints, equal `Encoder.features`."""
+        digest = hashlib.sha256()
+        for view in ("ground", "satellite"):
+            enc = self.encoder(view)
+            tensors = [("mean", enc.mean), ("std", enc.std), *enc.backbone.state_dict().items()]
+            for name, tensor in tensors:
+                digest.update(f"{view}.{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(self.satellite_mask.detach().cpu().to(torch.uint8).numpy().tobytes())
+        digest.update(repr(self.satellite_box).encode())
+        return digest.hexdigest()
+
+    def backbone_frozen(self) -> bool:
+        """Whether `model.freeze: backbone` fixed every backbone parameter of both encoders (their features are
+        then the same in every round: `cvgl.embed.backbone_features` can be computed once)."""
+        return all(not p.requires_grad for v in ("ground", "satellite") for p in self.encoder(v).backbone.parameters())
 
     def forward(self, ground: torch.Tensor, satellite: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -7,6 +7,7 @@ imports Snakemake, so every stage runs and is tested on its own.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from cvgl.config import job_settings, with_section_defaults
 from cvgl.data.manifest import image_ids, read_images, read_truth, with_coordinates, write_manifests
 from cvgl.data.registry import dataset_for
 from cvgl.distributed import training_network
-from cvgl.embed import embed_images
+from cvgl.embed import FEATURE_DTYPE, embed_features, embed_images, write_backbone_features
 from cvgl.embed_io import read_embeddings, write_embedding_shards
 from cvgl.index import block_rows, build_index, read_index, set_search_parameters, set_threads, write_index
 from cvgl.io import (
@@ -30,6 +31,7 @@ from cvgl.io import (
     atomic_path,
     cache_image_files,
     decode_to_memmap,
+    ids_sidecar,
     load_images,
     read_image_cache,
     read_json,
@@ -51,7 +53,7 @@ from cvgl.labels import (
 )
 from cvgl.localize import retrieval_table
 from cvgl.metrics import distance_metrics, format_count, format_percent, hit_rate, ranked_retrievals, recall_at_k
-from cvgl.models import autocast_dtype, resolve_device
+from cvgl.models import CrossViewModel, autocast_dtype, resolve_device
 from cvgl.prior import read_prior
 from cvgl.train import (
     Stage,
@@ -239,21 +241,86 @@ def load_projections(images_dir: Path, ground_ids: np.ndarray, size_hw: tuple[in
 
 
 def embed_stage(model_path: Path, caches: dict[str, Path], out_dir: Path, batch_size: int, device_name: str,
-                threads: int, precision: str = "auto", symmetries: int = 1) -> None:
+                threads: int, precision: str = "auto", symmetries: int = 1, features_dir: Path | None = None) -> None:
     """Embed each view's image cache with that view's encoder into parquet shards `<view>-NNNN.parquet`.
 
     `precision` auto = bf16 autocast on CUDA, fp32 on CPU; the embeddings are written as float32 either way.
     `symmetries` > 1 averages similarities over that many joint flips/rotations (`cvgl.embed.embed_images`).
+    `features_dir` (`features_stage`, for a frozen backbone): only the head and neck run, on the stored features;
+    refused unless they were taken by this model's very backbone under the same symmetries.
     """
     ckpt = load_checkpoint(model_path)
     device = resolve(job_settings(ckpt["config"], threads=threads, device=device_name))
     # The checkpoint holds every weight: the backbone's pretrained weights are not read again.
     model, _ = model_from_checkpoint(model_path, device)
+    if features_dir is not None:
+        features = open_features(features_dir, model, symmetries)
+        for view, (ids, feats) in features.items():
+            emb = embed_features(model, feats, view, batch_size, device, f"embed {view} features")
+            write_embedding_shards(list(ids), emb, out_dir, view)
+        return
     dtype = autocast_dtype(precision, device)
     for view, cache in caches.items():
         ids, images = read_image_cache(cache)
         emb = embed_images(model, images, view, batch_size, device, f"embed {Path(cache).stem}", dtype, symmetries)
         write_embedding_shards(list(ids), emb, out_dir, view)
+
+
+#: The record `features_stage` writes beside the arrays, and `open_features` checks.
+FEATURES_META = "features.json"
+
+
+def features_stage(model_path: Path, caches: dict[str, Path], out_dir: Path, batch_size: int, device_name: str,
+                   threads: int, precision: str = "auto", symmetries: int = 1) -> None:
+    """A frozen backbone's features of each view's image cache, once for every round (`model.freeze: backbone`):
+    `<out>/<view>.npy` (N, k, *feature shape) float16 with an ids sidecar, and `features.json` recording the
+    backbone's fingerprint, the symmetries and the shapes. Written into a temporary folder renamed into place."""
+    ckpt = load_checkpoint(model_path)
+    device = resolve(job_settings(ckpt["config"], threads=threads, device=device_name))
+    model, _ = model_from_checkpoint(model_path, device)
+    if not model.backbone_frozen():
+        raise ValueError(f"{model_path}: its backbone is not frozen (model.freeze is "
+                         f"{ckpt['config']['model'].get('freeze', 'none')!r}), so its features change every round; "
+                         "features are cached only with model.freeze: backbone")
+    dtype = autocast_dtype(precision, device)
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shapes = {}
+    for view, cache in caches.items():
+        ids, images = read_image_cache(cache)
+        shapes[view] = list(write_backbone_features(model, images, view, batch_size, device, tmp / f"{view}.npy",
+                                                    dtype, symmetries, f"features {Path(cache).stem}"))
+        write_parquet(pd.DataFrame({"image_id": list(ids)}), ids_sidecar(tmp / f"{view}.npy"))
+    write_json({"fingerprint": model.backbone_fingerprint(), "symmetries": symmetries, "shapes": shapes,
+                "dtype": np.dtype(FEATURE_DTYPE).name, "model": str(model_path)}, tmp / FEATURES_META)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+
+
+def open_features(features_dir: Path, model: CrossViewModel, symmetries: int
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The (ids, memory-mapped features) of each view in `features_dir`, after checking that `model`'s backbone
+    and `symmetries` are those they were taken with (a stale cache would give wrong embeddings silently)."""
+    features_dir = Path(features_dir)
+    meta = read_json(features_dir / FEATURES_META, "feature record")
+    if meta["fingerprint"] != model.backbone_fingerprint():
+        raise ValueError(f"{features_dir}: features of another backbone (taken with {meta['model']}); this model's "
+                         "backbone differs, so they cannot stand in for its images (was the backbone trained?)")
+    if meta["symmetries"] != symmetries:
+        raise ValueError(f"{features_dir}: features under {meta['symmetries']} symmetries, {symmetries} asked")
+    out = {}
+    for view in meta["shapes"]:
+        path = features_dir / f"{view}.npy"
+        ids = read_parquet(ids_sidecar(path), ["image_id"])["image_id"].to_numpy(dtype=object)
+        with reading(path, "feature array (.npy)"):
+            feats = np.load(path, mmap_mode="r", allow_pickle=False)
+        if list(feats.shape) != meta["shapes"][view] or len(ids) != len(feats):
+            raise ValueError(f"{path}: shape {feats.shape} and {len(ids)} ids, {FEATURES_META} records "
+                             f"{meta['shapes'][view]}")
+        out[view] = (ids, feats)
+    return out
 
 
 def index_stage(embeddings_dir: Path, factory: str, out: Path, threads: int) -> None:

@@ -255,12 +255,65 @@ def test_without_a_cold_start_round_0_is_the_pretrained_backbone_itself(tmp_path
     np.testing.assert_allclose(emb, F.normalize(cls, dim=-1).numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("head", ["gem", "safa", "cls"])
+def test_a_frozen_backbones_stored_features_embed_every_round_as_its_images_do(tmp_path: Path, head: str) -> None:
+    """`cvgl features` once, then each round's `cvgl embed --features`: the round's head and neck on the round-0
+    backbone's stored features give the image embeddings (float16 storage aside); a trained backbone is refused."""
+    from cvgl.io import write_image_cache
+    from cvgl.pipeline import embed_stage, features_stage, open_features
+
+    model_cfg = {**MODEL, "head": head, "freeze": "backbone", "satellite_mask_radius": 0.5, "satellite_crop": True}
+    if head == "cls":
+        model_cfg["dim"] = None
+    cfg = {**CFG, "model": model_cfg}
+    train_fit(cfg, tmp_path / "round-0.pt")
+    round_1, opt = build_model(cfg, tmp_path / "round-0.pt", torch.device("cpu"))  # a round from round 0
+    stage = cross_view_stage(round_1, images(8, (32, 128), 5), images(8, (32, 32), 6), cfg, torch.device("cpu"), 0)
+    fit(round_1, opt, stage, cfg, tmp_path / "round-1.pt")
+    pixels = {"ground": images(6, (32, 128), 11), "satellite": images(6, (32, 32), 12)}
+    caches = {}
+    for view, imgs in pixels.items():
+        caches[view] = tmp_path / f"train-{view}.npy"
+        write_image_cache(imgs, [f"{view[0]}{i}" for i in range(6)], caches[view])
+    features_stage(tmp_path / "round-0.pt", caches, tmp_path / "features", 4, "cpu", 1, "fp32", symmetries=2)
+    assert not list(tmp_path.glob(".features*"))  # the temporary folder was renamed into place
+    stored = open_features(tmp_path / "features", round_1, 2)
+    assert stored["ground"][1].dtype == np.float16 and stored["ground"][1].shape[:2] == (6, 2)
+
+    embed_stage(tmp_path / "round-1.pt", {}, tmp_path / "from-features", 4, "cpu", 1, "fp32", 2,
+                features_dir=tmp_path / "features")
+    embed_stage(tmp_path / "round-1.pt", caches, tmp_path / "from-images", 4, "cpu", 1, "fp32", 2)
+    embed_stage(tmp_path / "round-0.pt", caches, tmp_path / "round-0-images", 4, "cpu", 1, "fp32", 2)
+    from cvgl.embed_io import read_embeddings
+
+    assert not np.allclose(read_embeddings(tmp_path / "round-0-images", "ground")[1],
+                           read_embeddings(tmp_path / "from-images", "ground")[1], atol=1e-2)  # the neck trained
+
+    for view in pixels:
+        ids_f, cached = read_embeddings(tmp_path / "from-features", view)
+        ids_i, direct = read_embeddings(tmp_path / "from-images", view)
+        assert list(ids_f) == list(ids_i)
+        np.testing.assert_allclose(cached, direct, atol=2e-3)
+        assert not np.allclose(direct[:, : direct.shape[1] // 2], direct[:, direct.shape[1] // 2:])  # 2 symmetries
+
+    with pytest.raises(ValueError, match="2 symmetries, 1 asked"):
+        open_features(tmp_path / "features", round_1, 1)
+    trained = {**cfg, "model": {**model_cfg, "freeze": "none"}}
+    train_fit(trained, tmp_path / "tuned.pt")
+    with pytest.raises(ValueError, match="features of another backbone"):
+        embed_stage(tmp_path / "tuned.pt", {}, tmp_path / "stale", 4, "cpu", 1, "fp32", 2,
+                    features_dir=tmp_path / "features")
+    with pytest.raises(ValueError, match="is not frozen"):
+        features_stage(tmp_path / "tuned.pt", caches, tmp_path / "features-tuned", 4, "cpu", 1, "fp32")
+    assert not (tmp_path / "stale").exists() and not (tmp_path / "features-tuned").exists()
+
+
 def test_the_training_free_config_runs_no_cold_start_training(tmp_path: Path) -> None:
     proc = snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(REPO / "config.yaml"),
                      str(REPO / "tests" / "tiny.yaml"), str(REPO / "configs" / "training-free.yaml"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     scheduled = {line.split()[0] for line in proc.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()}
-    assert {"cross_view", "train_round", "embed"} <= scheduled, proc.stdout
+    assert {"cross_view", "train_round", "embed", "features"} <= scheduled, proc.stdout
     assert not {"intra_view", "translate"} & scheduled, proc.stdout
 
 

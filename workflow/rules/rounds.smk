@@ -37,6 +37,41 @@ rule prior:
         "{params.radius} --out {output} --threads {threads} > {log} 2>&1"
 
 
+def features_input(wildcards):
+    """A frozen backbone's stored features of the split, which every round's embedding pools instead of running
+    the backbone (model.freeze: backbone with evaluate.cache_frozen_features)."""
+    return [f"{RESULTS}/features/{wildcards.split}"] if cvgl_config.caches_frozen_features(config) else []
+
+
+rule features:
+    input:
+        model=f"{RESULTS}/round-0/model.pt",
+        ground=f"{RESULTS}/cache/{{split}}-ground.npy",
+        ground_ids=f"{RESULTS}/cache/{{split}}-ground.npy.ids.parquet",
+        satellite=f"{RESULTS}/cache/{{split}}-satellite.npy",
+        satellite_ids=f"{RESULTS}/cache/{{split}}-satellite.npy.ids.parquet",
+    output:
+        directory(f"{RESULTS}/features/{{split}}"),
+    params:
+        batch=config["evaluate"]["batch_size"],
+        device=config["device"],
+        precision=config["precision"],
+        symmetries=lambda wc: cvgl_config.embedding_symmetries(config, wc.split),
+    log:
+        f"{RESULTS}/logs/features-{{split}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/features-{{split}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=gpus(),
+    shell:
+        "{CVGL} features --model {input.model} --ground-cache {input.ground} --satellite-cache {input.satellite} "
+        "--out {output} --batch-size {params.batch} --device {params.device} --precision {params.precision} "
+        "--symmetries {params.symmetries} --threads {threads} > {log} 2>&1"
+
+
 rule embed:
     input:
         model=f"{RESULTS}/round-{{n}}/model.pt",
@@ -44,6 +79,7 @@ rule embed:
         ground_ids=f"{RESULTS}/cache/{{split}}-ground.npy.ids.parquet",
         satellite=f"{RESULTS}/cache/{{split}}-satellite.npy",
         satellite_ids=f"{RESULTS}/cache/{{split}}-satellite.npy.ids.parquet",
+        features=features_input,
     output:
         directory(f"{RESULTS}/round-{{n}}/embeddings/{{split}}"),
     params:
@@ -51,6 +87,8 @@ rule embed:
         device=config["device"],
         precision=config["precision"],
         symmetries=lambda wc: cvgl_config.embedding_symmetries(config, wc.split),
+        source=lambda wc, input: (f"--features {input.features}" if input.features else
+                                  f"--ground-cache {input.ground} --satellite-cache {input.satellite}"),
     log:
         f"{RESULTS}/logs/round-{{n}}/embed-{{split}}.log",
     benchmark:
@@ -61,7 +99,7 @@ rule embed:
         runtime=60,
         gpu=gpus(),
     shell:
-        "{CVGL} embed --model {input.model} --ground-cache {input.ground} --satellite-cache {input.satellite} "
+        "{CVGL} embed --model {input.model} {params.source} "
         "--out {output} --batch-size {params.batch} --device {params.device} --precision {params.precision} "
         "--symmetries {params.symmetries} --threads {threads} > {log} 2>&1"
 

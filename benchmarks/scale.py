@@ -12,6 +12,14 @@ JPEG), translation and the prior touch full-size pixels at full size. Per stage 
 and USS of the job and its children (Snakemake's benchmark files) and the disk its outputs hold.
 
     python benchmarks/scale.py --n 2000 9000 35532 [--workdir /scratch/cvgl-scale] [--cores 2]
+
+`--layout vigor` does the same for VIGOR's data stages (`configs/vigor.yaml`, all four cities, same-area): N
+panoramas at VIGOR's 2048x1024 (JPEG) over the four cities, N x 90,618 / 105,214 tiles at 640x640 (PNG), each
+panorama's positive and three semi-positives among its city's tiles, then the manifest and the four image caches
+at the paper config's inputs (384x768 panoramas, 384x384 tiles; same-area lists every tile in both splits).
+VIGOR's full count (`--n 105214`) needs about 180 GB of disk for the caches alone:
+
+    python benchmarks/scale.py --layout vigor --n 5000 10000 [--workdir /scratch/cvgl-scale]
 """
 
 from __future__ import annotations
@@ -76,6 +84,61 @@ def write_dataset(root: Path, n: int, workers: int) -> float:
     return time.perf_counter() - start
 
 
+VIGOR_PANO_HW, VIGOR_TILE = (1024, 2048), 640
+VIGOR_CITIES = ("Chicago", "NewYork", "SanFrancisco", "Seattle")
+VIGOR_TILE_SHARE = 90_618 / 105_214
+#: Tile centres step this many degrees (about 70 m in latitude); a panorama's four tiles are its grid cell's corners.
+VIGOR_STEP = 6.25e-4
+
+
+def write_vigor_image(args: tuple[Path, int, bool]) -> None:
+    path, seed, tile = args
+    hw = (VIGOR_TILE, VIGOR_TILE) if tile else VIGOR_PANO_HW
+    Image.fromarray(smooth_image(seed, hw)).save(path, **({} if tile else {"quality": 90}))
+
+
+def write_vigor_dataset(root: Path, n: int, workers: int) -> float:
+    """The VIGOR layout with n panoramas and n x 90,618 / 105,214 tiles over the four cities, half the panoramas
+    in each city's same-area train list; returns seconds. Tiles lie on a grid per city; each panorama sits in one
+    grid cell, its positive the nearest corner and the other three corners its semi-positives (pixel offsets from
+    the cell's geometry), names carrying coordinates as VIGOR's do."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    jobs: list[tuple[Path, int, bool]] = []
+    for c, city in enumerate(VIGOR_CITIES):
+        n_pano = n // 4 + (c < n % 4)
+        side = max(2, int(np.ceil(np.sqrt(n_pano * VIGOR_TILE_SHARE))))
+        rows = max(2, int(np.ceil(n_pano * VIGOR_TILE_SHARE / side)))
+        lat0, lon0 = 40.0 + c, -80.0 - c
+        tiles = {(i, j): f"satellite_{lat0 + i * VIGOR_STEP!r}_{lon0 + j * VIGOR_STEP!r}.png"
+                 for i in range(rows) for j in range(side)}
+        for sub in ("satellite", "panorama"):
+            (root / city / sub).mkdir(parents=True, exist_ok=True)
+        (root / "splits" / city).mkdir(parents=True, exist_ok=True)
+        (root / "splits" / city / "satellite_list.txt").write_text("".join(f"{t}\n" for t in tiles.values()))
+        jobs += [(root / city / "satellite" / name, 10_000_000 * c + k, True) for k, name in enumerate(tiles.values())]
+        lines = []
+        for p in range(n_pano):
+            i, j = int(rng.integers(0, rows - 1)), int(rng.integers(0, side - 1))
+            fi, fj = rng.random(2)  # the panorama's place within the cell, in steps
+            name = f"p{c}_{p:06d},{lat0 + (i + fi) * VIGOR_STEP:.6f},{lon0 + (j + fj) * VIGOR_STEP:.6f},.jpg"
+            corners = sorted(((i + di, j + dj) for di in (0, 1) for dj in (0, 1)),
+                             key=lambda t: (t[0] - i - fi) ** 2 + (t[1] - j - fj) ** 2)
+            fields = [name]
+            for ti, tj in corners:  # positive first; offsets in tile pixels (a step is half a tile)
+                d0, d1 = (i + fi - ti) * VIGOR_TILE / 2, (tj - j - fj) * VIGOR_TILE / 2
+                fields += [tiles[ti, tj], f"{d0:.1f}", f"{d1:.1f}"]
+            lines.append(" ".join(fields) + "\n")
+            jobs.append((root / city / "panorama" / name, 10_000_000 * c + 5_000_000 + p, False))
+        half = len(lines) // 2
+        (root / "splits" / city / "same_area_balanced_train.txt").write_text("".join(lines[:half]))
+        (root / "splits" / city / "same_area_balanced_test.txt").write_text("".join(lines[half:]))
+        (root / "splits" / city / "pano_label_balanced.txt").write_text("".join(lines))
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(write_vigor_image, jobs, chunksize=32))
+    return time.perf_counter() - start
+
+
 def disk_mb(paths: list[Path]) -> float:
     total = 0
     for p in paths:
@@ -125,6 +188,39 @@ def run(n: int, workdir: Path, cores: int, metric: str = "correlation") -> pd.Da
     return table.assign(n=n)
 
 
+VIGOR_SMALL = """\
+threads: {cores}
+dataset: {{cities: [Chicago, NewYork, SanFrancisco, Seattle]}}
+"""
+
+
+def run_vigor(n: int, workdir: Path, cores: int) -> pd.DataFrame:
+    """VIGOR's data stages (manifest, the four caches at the paper config's inputs) on an n-panorama stand-in."""
+    root, work = workdir / f"VIGOR-{n}", workdir / f"vigor-run-{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    if not (root / "splits" / "Seattle" / "same_area_balanced_test.txt").exists():
+        print(f"[scale] writing {n} VIGOR panoramas and {round(n * VIGOR_TILE_SHARE)} tiles: "
+              f"{write_vigor_dataset(root, n, cores):.0f} s", file=sys.stderr, flush=True)
+    small = work / "small.yaml"
+    small.write_text(VIGOR_SMALL.format(cores=cores))
+    results = "results/vigor-same-area"
+    targets = [f"{results}/cache/{split}-{view}.npy" for split in ("train", "test") for view in ("ground", "satellite")]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", str(cores),
+           "--configfile", str(REPO / "configs" / "vigor.yaml"), str(small),
+           "--config", f"dataset={{root: {root}}}", "--", *targets]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"[scale] VIGOR N={n}: the workflow failed:\n{proc.stderr[-4000:]}")
+    wall = time.perf_counter() - start
+    table = stage_table(work / results)
+    print(f"\nVIGOR stand-in: {n} panoramas, {round(n * VIGOR_TILE_SHARE)} tiles, data stages wall {wall:.0f} s, "
+          f"dataset {disk_mb([root]):.0f} MB, results/ {disk_mb([work / 'results']):.0f} MB")
+    print(table.round(1).to_string())
+    return table.assign(n=n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[2000, 9000, 35532])
@@ -132,8 +228,13 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--prior-metric", default="correlation", choices=["correlation", "l1"],
                     help="labels.prior_metric of the run")
+    ap.add_argument("--layout", default="cvusa", choices=["cvusa", "vigor"],
+                    help="vigor: VIGOR's image sizes, N panoramas over four cities, the data stages only")
     a = ap.parse_args()
-    tables = [run(n, a.workdir, a.cores, a.prior_metric) for n in a.n]
+    if a.layout == "vigor":
+        tables = [run_vigor(n, a.workdir, a.cores) for n in a.n]
+    else:
+        tables = [run(n, a.workdir, a.cores, a.prior_metric) for n in a.n]
     if len(tables) > 1:
         wide = pd.concat(tables).reset_index().pivot(index="stage", columns="n", values=["seconds", "max_rss_mb"])
         print("\nGrowth (seconds and peak RSS in MB by N):")

@@ -7,6 +7,8 @@ table with the seeded labeled subset, round training with the cold start's pairs
 recall). With `gt_ratio: 0` it follows the workflow's rounds (`rounds.overrides` too); each other ratio costs the
 rounds only, not a whole workflow run.
 A small ratio (0.1: 120 true pairs on the default world) bounds what first labels of that coverage can bring.
+`steps` is the training steps of all rounds so far: with every pair labelled an epoch holds more pairs, so compare
+ratios at equal steps by giving the supervised sweep fewer `rounds.epochs` (its own `--configfile`).
 
     python benchmarks/semi_supervised_sweep.py results/synth-unsupervised --ratios 0 0.01 0.05 0.1 0.2 1.0
 """
@@ -62,6 +64,7 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
     weight = float(labels_cfg["prior_weight"])
     prior = read_prior(run / "prior", g_ids, s_ids) if uses_prior(cfg) else None  # rows in the caches' order
     out = []
+    steps = 0
     for n in range(1, rounds["count"] + 1):
         r = round_settings(rounds, n)  # as the workflow's rules
         model.eval()
@@ -77,12 +80,13 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
         stage = round_stage(model, ground, sats, g_ids, s_ids, table[["ground_id", "satellite_id", "kept", "source"]],
                             rc, device, n, fake)
         for e in range(r["epochs"]):
-            run_epoch(model, optimizer, stage, rc, e)
+            steps += run_epoch(model, optimizer, stage, rc, e)["steps"]
         model.eval()
         ranks = retrieval_ranks(embed_images(model, queries, "ground", 256, device),
                                 embed_images(model, refs, "satellite", 256, device), positive)
         s = label_summary(fill_correct(table, truth))
         out.append({"gt_ratio": ratio, "round": n, "labeled": len(labeled), "kept": s["kept"], "correct": s["correct"],
+                    "steps": steps,
                     **{k: round(100 * v, 2) for k, v in recall_at_k(ranks, len(refs)).items()}})
         print(out[-1], flush=True)
     return out
@@ -101,7 +105,8 @@ def main() -> None:
     rows = [r for ratio in a.ratios for r in sweep_one(a.run, cfg, ratio, torch.device("cpu"))]
     table = pd.DataFrame(rows)
     final = table[table["round"] == table["round"].max()]
-    print(final[["gt_ratio", "labeled", "R@1", "R@5", "R@10", "R@1%", "kept", "correct"]].to_string(index=False))
+    print(final[["gt_ratio", "labeled", "R@1", "R@5", "R@10", "R@1%", "kept", "correct", "steps"]]
+          .to_string(index=False))
     print(f"({time.time() - t0:.0f} s)")
 
 

@@ -35,7 +35,8 @@ from cvgl.config import (
 from cvgl.data.manifest import read_images, read_truth, select_labeled
 from cvgl.embed import embed_images
 from cvgl.io import read_image_cache
-from cvgl.labels import build_label_table, fill_correct, label_summary, mutual_matches
+from cvgl.label_table import fill_correct, label_summary
+from cvgl.labels import build_label_table, mutual_matches
 from cvgl.metrics import recall_at_k, retrieval_ranks
 from cvgl.pipeline import load_projections, round_threshold
 from cvgl.prior import read_prior

@@ -1,4 +1,6 @@
-"""`cvgl <stage> ...`: the command line the workflow's rules call, thin over `cvgl.pipeline`.
+"""`cvgl <stage> ...`: the command line the workflow's rules call, thin over `cvgl.pipeline` (and the torch-free
+`cvgl.data.stages`, `cvgl.summary`, `cvgl.report`: a job imports only what its command needs, so the small
+jobs start in about a second instead of three).
 
 Stages receive their config slice as one JSON argument (`--config '{...}'`), which the rule builds from
 `config.yaml` through `params:`, so a changed setting reruns exactly the jobs it reaches.
@@ -12,8 +14,6 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
-
-from cvgl import pipeline
 
 
 def _json(text: str) -> dict[str, Any]:
@@ -200,12 +200,52 @@ def run(a: argparse.Namespace) -> None:
     c = a.command
     apply_threads(a)
     check_stage_config(a)
+    if c in LIGHT_COMMANDS:
+        run_light_stage(a)
+    elif c in PIPELINE_COMMANDS:
+        run_pipeline_stage(a)
+    else:
+        run_tool(a)
+
+
+#: Stages that import no torch (`cvgl.data.stages`, `cvgl.summary`, `cvgl.label_table`, `cvgl.report`).
+LIGHT_COMMANDS = ("manifest", "cache", "summary", "diagnose", "samples", "resolved-config", "summary-table",
+                  "retrieval-figures")
+#: Stages of `cvgl.pipeline` (torch, and timm where a model is built).
+PIPELINE_COMMANDS = ("synth", "project", "translate", "intra-view", "cross-view", "embed", "features", "index",
+                     "pseudo-label", "prior", "train-round", "evaluate")
+
+
+def run_light_stage(a: argparse.Namespace) -> None:
+    """The torch-free stages: each imports only its module."""
+    c = a.command
+    if c == "manifest":
+        from cvgl.data.stages import manifest_stage
+
+        manifest_stage(a.config, a.root, a.gt_ratio, a.seed, a.out)
+    elif c == "cache":
+        from cvgl.data.stages import cache_stage
+
+        cache_stage(a.manifest, a.root, a.view, a.split, tuple(a.size), a.out, a.threads)
+    elif c == "summary":
+        from cvgl.summary import summary_stage
+
+        summary_stage(a.metrics, a.out)
+    elif c == "diagnose":
+        from cvgl.label_table import diagnose_stage
+
+        diagnose_stage(a.matches, a.manifest, a.out)
+    else:
+        run_report_stage(a)
+
+
+def run_pipeline_stage(a: argparse.Namespace) -> None:
+    """The stages in `cvgl.pipeline`."""
+    from cvgl import pipeline
+
+    c = a.command
     if c == "synth":
         pipeline.synth_stage(a.config, a.out, a.seed, a.threads)
-    elif c == "manifest":
-        pipeline.manifest_stage(a.config, a.root, a.gt_ratio, a.seed, a.out)
-    elif c == "cache":
-        pipeline.cache_stage(a.manifest, a.root, a.view, a.split, tuple(a.size), a.out, a.threads)
     elif c == "project":
         pipeline.project_stage(a.manifest, a.root, a.config, a.out, a.threads)
     elif c == "translate":
@@ -230,21 +270,22 @@ def run(a: argparse.Namespace) -> None:
         from cvgl.prior import prior_stage
 
         prior_stage(a.projected, a.satellite_cache, a.size, a.radius, a.out, a.threads)
-    elif c == "diagnose":
-        pipeline.diagnose_stage(a.matches, a.manifest, a.out)
     elif c == "train-round":
         pipeline.round_train(a.config, a.init, a.labels, a.ground_cache, a.satellite_cache, a.out, a.round,
                              fakes_dir(a))
     elif c == "evaluate":
         pipeline.evaluate_stage(a.embeddings, a.manifest, a.round, a.labels, a.out, a.model, a.top_k,
                                 tuple(a.radii))
-    elif c == "localize":
+
+
+def run_tool(a: argparse.Namespace) -> None:
+    """The user's commands: localize, plots, fetch-weights, labels."""
+    c = a.command
+    if c == "localize":
         from cvgl.localize import localize
 
         localize(a.model, a.gallery, a.queries, a.out, a.top_k, a.index, a.search, a.device, a.batch_size,
                  a.threads, a.gallery_split, a.query_split)
-    elif c == "summary":
-        pipeline.summary_stage(a.metrics, a.out)
     elif c == "plots":
         from cvgl.plots import write_plots
 
@@ -255,8 +296,6 @@ def run(a: argparse.Namespace) -> None:
 
         for name in a.backbones:
             fetch_weights(name)
-    elif c in ("samples", "resolved-config", "summary-table", "retrieval-figures"):
-        run_report_stage(a)
     elif c == "labels":
         from cvgl import inspect_labels
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cvgl.io import atomic_path
-from cvgl.labels import label_summary, read_label_table
+from cvgl.label_table import label_summary, read_label_table
 
 
 def _pct(correct: pd.Series) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -100,17 +98,3 @@ def hit_rate(query: np.ndarray, reference: np.ndarray, positive: np.ndarray, sem
         above &= is_semi == 0  # semi-positives may outrank the positive
         hits += int((above.sum(dim=1) == 0).sum())
     return hits / len(query)
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def format_count(v: Any, missing: str = "-") -> str:
-    """An integer cell of a metrics table (`missing` for None/NaN: rounds without labels)."""
-    return missing if _missing(v) else str(int(v))
-
-
-def format_percent(v: Any, digits: int = 1, missing: str = "-") -> str:
-    """A share (0..1) as a percent cell of a metrics table (`missing` for None/NaN)."""
-    return missing if _missing(v) else f"{100 * float(v):.{digits}f}"

@@ -6,7 +6,6 @@ imports Snakemake, so every stage runs and is tested on its own.
 
 from __future__ import annotations
 
-import re
 import shutil
 import sys
 import time
@@ -20,8 +19,7 @@ import torch
 
 from cvgl.augment import resize_images
 from cvgl.config import job_settings, with_section_defaults
-from cvgl.data.manifest import image_ids, read_images, read_truth, with_coordinates, write_manifests
-from cvgl.data.registry import dataset_for
+from cvgl.data.manifest import image_ids, read_images, read_truth
 from cvgl.distributed import training_network
 from cvgl.embed import FEATURE_DTYPE, embed_features, embed_images, write_backbone_features
 from cvgl.embed_io import read_embeddings, write_embedding_shards
@@ -29,7 +27,6 @@ from cvgl.index import block_rows, build_index, read_index, set_search_parameter
 from cvgl.io import (
     Progress,
     atomic_path,
-    cache_image_files,
     decode_to_memmap,
     ids_sidecar,
     load_images,
@@ -41,18 +38,10 @@ from cvgl.io import (
     write_json,
     write_parquet,
 )
-from cvgl.labels import (
-    build_label_table,
-    fill_correct,
-    label_summary,
-    margin_threshold,
-    mutual_matches,
-    mutual_matches_faiss,
-    read_label_table,
-    write_label_table,
-)
+from cvgl.label_table import label_summary, read_label_table, write_label_table
+from cvgl.labels import build_label_table, margin_threshold, mutual_matches, mutual_matches_faiss
 from cvgl.localize import retrieval_table
-from cvgl.metrics import distance_metrics, format_count, format_percent, hit_rate, ranked_retrievals, recall_at_k
+from cvgl.metrics import distance_metrics, hit_rate, ranked_retrievals, recall_at_k
 from cvgl.models import CrossViewModel, autocast_dtype, resolve_device
 from cvgl.prior import read_prior
 from cvgl.train import (
@@ -78,34 +67,6 @@ def synth_stage(synth_cfg: dict[str, Any], root: Path, seed: int, threads: int =
     from cvgl.synth import synth_config_from_dict, write_synthetic
 
     write_synthetic(synth_config_from_dict(synth_cfg), Path(root), seed, workers=threads)
-
-
-def manifest_stage(dataset_cfg: dict[str, Any], root: Path, gt_ratio: float, seed: int, out_dir: Path) -> None:
-    """List a dataset (in its published layout) as the design's manifests (+ `skipped.csv`).
-
-    `dataset_cfg` is the `dataset` section (keys left out take the schema's defaults) with `layout`, the
-    synthetic world's: the world is written in a published layout and read by that layout's adapter. The
-    dataset registry (`cvgl.data.registry`) knows how each layout is read."""
-    dataset = with_section_defaults(dataset_cfg, "dataset")
-    entry = dataset_for(dataset, {"layout": dataset.get("layout")})
-    manifests = entry.build(Path(root), dataset, gt_ratio, seed)
-    write_manifests(manifests, out_dir)
-    counts = manifests.images.groupby(["split", "view"]).size().to_dict()
-    located = int(with_coordinates(manifests.images)[["lat", "lon"]].notna().all(axis=1).sum())
-    print(f"[manifest] {counts}; labeled pairs: {len(manifests.labeled)}; skipped entries: "
-          f"{len(manifests.skipped)} (see {out_dir / 'skipped.csv'}); coordinates: {located} of "
-          f"{len(manifests.images)} images (from {entry.coordinates})", file=sys.stderr)
-
-
-def cache_stage(manifest_dir: Path, root: Path, view: str, split: str, size_hw: tuple[int, int], out: Path,
-                threads: int) -> None:
-    """Decode one (view, split) once, at the model's input size, rows in image-id order."""
-    images = read_images(manifest_dir)
-    ids = image_ids(images, view, split)
-    if len(ids) == 0:
-        raise ValueError(f"{manifest_dir}/images.parquet: no {view} images in split {split}")
-    rel = images.set_index("image_id").loc[ids, "path"]
-    cache_image_files([Path(root) / p for p in rel], ids, tuple(size_hw), out, threads, f"cache {split}-{view}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -381,14 +342,6 @@ def round_threshold(round_index: int, cfg: dict[str, Any]) -> float:
     return margin_threshold(round_index, cfg["t0"], cfg["rounds"], cfg.get("threshold_schedule", "cosine"))
 
 
-def diagnose_stage(matches_path: Path, manifest_dir: Path, out: Path) -> None:
-    """Fill `correct` of a label table from the truth (diagnostics only; training never reads this file)."""
-    table = fill_correct(read_label_table(matches_path), read_truth(manifest_dir))
-    write_label_table(table, out)
-    s = label_summary(table)
-    print(f"[diagnose] kept {s['kept']}, correct {s['correct']}, precision {s['precision']}", file=sys.stderr)
-
-
 def evaluate_stage(embeddings_dir: Path, manifest_dir: Path, round_index: int, labels_path: Path | None,
                    out: Path, model_path: Path | None = None, top_k: int = 10,
                    radii_m: tuple[float, ...] = (25.0, 50.0, 100.0)) -> dict[str, Any]:
@@ -435,42 +388,3 @@ def evaluate_stage(embeddings_dir: Path, manifest_dir: Path, round_index: int, l
     print(f"[evaluate round {round_index}] " + " ".join(
         f"{k} {100 * metrics[k]:.2f}" for k in ("R@1", "R@5", "R@10", "R@1%")), file=sys.stderr)
     return metrics
-
-
-SUMMARY_COLUMNS = ["round", "R@1", "R@5", "R@10", "R@1%", "hit_rate", "labels_kept", "labels_correct",
-                   "labels_precision", "labels_coverage", "queries", "gallery"]
-
-
-def summary_stage(metrics_paths: list[Path], out: Path) -> pd.DataFrame:
-    """One row per round: recalls, distance recalls where coordinates exist, and pseudo-label counts/precision;
-    also printed as a table."""
-    rows = [read_json(p, "metrics file") for p in metrics_paths]
-    distance = sorted({k for r in rows for k in r if re.fullmatch(r"R@[\d.]+m", k)}, key=lambda k: float(k[2:-1]))
-    distance += ["median_error_m"] if any("median_error_m" in r for r in rows) else []
-    df = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS + distance).sort_values("round").reset_index(drop=True)
-    if df["hit_rate"].isna().all():  # only VIGOR-style truth (semi-positives) has a hit rate
-        df = df.drop(columns="hit_rate")
-    _write_csv(df, out)
-    print(format_summary(df))
-    return df
-
-
-def _write_csv(df: pd.DataFrame, out: Path) -> None:
-    with atomic_path(out) as tmp:
-        df.to_csv(tmp, index=False)
-
-
-def format_summary(df: pd.DataFrame) -> str:
-    """A terminal table: recalls in percent, label counts and precision per round."""
-    distance = [c for c in df.columns if re.fullmatch(r"R@[\d.]+m", c)]
-    lines = [f"{'round':>5} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'R@1%':>6} {'kept':>6} {'correct':>7} "
-             f"{'prec':>6} {'cover':>6}" + "".join(f" {c:>7}" for c in distance)
-             + (f" {'median':>8}" if "median_error_m" in df.columns else "")]
-    for r in df.to_dict("records"):
-        recalls = " ".join(f"{100 * r[k]:6.2f}" for k in ("R@1", "R@5", "R@10", "R@1%"))
-        lines.append(f"{int(r['round']):>5} {recalls} {format_count(r['labels_kept']):>6} "
-                     f"{format_count(r['labels_correct']):>7} {format_percent(r['labels_precision']):>6} "
-                     f"{format_percent(r['labels_coverage']):>6}"
-                     + "".join(f" {format_percent(r[c], 2):>7}" for c in distance)
-                     + (f" {r['median_error_m']:7.1f}m" if "median_error_m" in df.columns else ""))
-    return "\n".join(lines)

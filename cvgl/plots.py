@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cvgl.io import atomic_path  # noqa: E402
-from cvgl.labels import read_label_table  # noqa: E402
+from cvgl.label_table import read_label_table  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, out: Path) -> None:

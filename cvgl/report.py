@@ -20,8 +20,8 @@ from matplotlib.ticker import MaxNLocator
 
 from cvgl.data.manifest import image_ids, read_images, read_truth
 from cvgl.io import atomic_path, load_image, read_image_cache, read_parquet
-from cvgl.metrics import format_count, format_percent
 from cvgl.plots import plt, save_figure  # plt through cvgl.plots: the Agg backend is already chosen
+from cvgl.summary import format_count, format_percent
 
 SAMPLE_COLUMNS = ("panorama", "projection", "translation", "true tile")
 

@@ -1,8 +1,13 @@
-"""Suite-wide collection order."""
+"""Suite-wide collection order, and the one tiny workflow run that several test files read."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from filelock import FileLock
+
+from tests.dag import run_ok
 
 #: Files of whole-DAG runs (minutes each). Collected first, so that under two pytest-xdist workers
 #: (`--dist loadfile`, pyproject.toml) they start at once and the short files fill in beside them.
@@ -12,3 +17,20 @@ SLOW_FILES = ("test_workflow.py", "test_workflow_layouts.py", "test_workflow_rea
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Move the whole-DAG files to the front, keeping every other order as collected."""
     items.sort(key=lambda item: item.path.name not in SLOW_FILES)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The workflow on tests/tiny.yaml (`snakemake` with config.yaml and tiny.yaml), made once per test session
+    and shared by the pytest-xdist workers: the first to ask runs it under a file lock, the others wait and
+    read it. Tests read it; a test that runs Snakemake in it again (other targets, other configs) works on a
+    copy, so no worker sees another's half-written files or locks."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # the session's folder, common to its workers
+    workdir = shared / "tiny-run"
+    with FileLock(str(shared / "tiny-run.lock")):
+        if not (workdir / ".complete").exists():
+            workdir.mkdir(exist_ok=True)
+            run_ok(workdir)
+            (workdir / ".complete").touch()
+    return workdir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,3 +23,11 @@ def run_ok(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     proc = snakemake(workdir, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of the workdir `src` (results and Snakemake's records of them) to run Snakemake in, without the
+    lock files a concurrent dry run in `src` may hold at that moment (the shared `tiny_run` is read by both
+    pytest-xdist workers)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("locks"))
+    return dst

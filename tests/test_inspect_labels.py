@@ -9,7 +9,7 @@ import pytest
 
 from cvgl.cli import main
 from cvgl.inspect_labels import diff_labels, export_labels
-from cvgl.labels import write_label_table
+from cvgl.label_table import write_label_table
 
 
 def table(sats: list[str], kept: list[bool], correct: list[bool | None]) -> pd.DataFrame:

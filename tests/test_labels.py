@@ -8,18 +8,8 @@ import pytest
 
 from cvgl.embed_io import read_embeddings, write_embedding_shards
 from cvgl.index import build_index, write_index
-from cvgl.labels import (
-    LABEL_COLUMNS,
-    Matches,
-    build_label_table,
-    fill_correct,
-    label_summary,
-    margin_threshold,
-    mutual_matches,
-    mutual_matches_faiss,
-    read_label_table,
-    write_label_table,
-)
+from cvgl.label_table import LABEL_COLUMNS, fill_correct, label_summary, read_label_table, write_label_table
+from cvgl.labels import Matches, build_label_table, margin_threshold, mutual_matches, mutual_matches_faiss
 from cvgl.pipeline import pseudo_label_stage, round_threshold
 
 MATCH_FIELDS = ("top1", "score", "second_score", "mutual", "reverse_top1")

@@ -13,14 +13,7 @@ from PIL import Image
 
 from cvgl.cli import main
 from cvgl.localize import LOCALIZE_COLUMNS, query_set, read_gallery_csv
-from tests.dag import run_ok
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("localize")
-    run_ok(workdir)
-    return workdir
+from tests.dag import copy_run, run_ok
 
 
 def _truth(res: Path) -> pd.Series:
@@ -41,9 +34,10 @@ def test_evaluation_writes_one_row_per_test_query_that_agrees_with_its_recall(ti
     assert all(np.all(np.diff(s) <= 0) for s in table.top_scores)  # best first
 
 
-def test_localize_a_run_split_finds_the_true_tile_as_often_as_its_recall_says(tiny_run: Path) -> None:
+def test_localize_a_run_split_finds_the_true_tile_as_often_as_its_recall_says(tiny_run: Path, tmp_path: Path
+                                                                              ) -> None:
     res = tiny_run / "results" / "tiny"
-    out = tiny_run / "localized"
+    out = tmp_path / "localized"
     assert main(["localize", "--model", str(res / "round-2/model.pt"), "--gallery", str(res),
                  "--queries", str(res), "--out", str(out), "--top-k", "3"]) == 0
     table = pd.read_parquet(out / "retrievals.parquet")
@@ -60,9 +54,10 @@ def test_localize_a_run_split_finds_the_true_tile_as_often_as_its_recall_says(ti
     assert agree >= 0.9
 
 
-def test_a_second_localize_reuses_the_gallery_and_a_new_model_rebuilds_it(tiny_run: Path, capfd) -> None:
+def test_a_second_localize_reuses_the_gallery_and_a_new_model_rebuilds_it(tiny_run: Path, tmp_path: Path,
+                                                                          capfd) -> None:
     res = tiny_run / "results" / "tiny"
-    out = tiny_run / "localized-twice"
+    out = tmp_path / "localized-twice"
     args = ["localize", "--gallery", str(res), "--queries", str(res), "--out", str(out)]
     assert main([*args, "--model", str(res / "round-2/model.pt")]) == 0
     assert "building the gallery" in capfd.readouterr().err
@@ -105,12 +100,14 @@ def test_localize_files_skips_and_lists_broken_queries(tiny_run: Path, tmp_path:
     assert sorted(Path(f).name for f in skipped.file) == ["broken.jpg", "empty.png"]
 
 
-def test_localize_is_a_snakemake_target(tiny_run: Path) -> None:
-    run_ok(tiny_run, "--config", "localize={demo: {gallery: results/tiny, queries: results/tiny}}",
+def test_localize_is_a_snakemake_target(tiny_run: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    copy_run(tiny_run, work)  # the shared run stays as it was made
+    run_ok(work, "--config", "localize={demo: {gallery: results/tiny, queries: results/tiny}}",
            "--", "results/tiny/localize/demo/retrievals.parquet")
-    table = pd.read_parquet(tiny_run / "results/tiny/localize/demo/retrievals.parquet")
+    table = pd.read_parquet(work / "results/tiny/localize/demo/retrievals.parquet")
     assert set(table["rank"]) == {1, 2, 3, 4, 5}
-    assert (tiny_run / "results/tiny/localize/demo/gallery/index.faiss").exists()
+    assert (work / "results/tiny/localize/demo/gallery/index.faiss").exists()
 
 
 def test_gallery_csv_errors_name_the_file_and_line(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import torch
 from cvgl.embed_io import read_embeddings, write_embedding_shards
 from cvgl.index import build_index, read_index, write_index
 from cvgl.io import read_image_cache, read_json, write_image_cache, write_json
-from cvgl.labels import LABEL_COLUMNS, read_label_table
+from cvgl.label_table import LABEL_COLUMNS, read_label_table
 from cvgl.train import load_checkpoint
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cvgl.data import registry
-from cvgl.pipeline import manifest_stage
+from cvgl.data.stages import manifest_stage
 from tests.fixtures import write_cvusa_fixture, write_vigor_fixture
 
 

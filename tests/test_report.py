@@ -11,8 +11,8 @@ import yaml
 from PIL import Image
 
 from cvgl.data.manifest import read_images, read_truth
+from cvgl.data.stages import manifest_stage
 from cvgl.io import load_image, save_image, write_parquet
-from cvgl.pipeline import format_summary, manifest_stage
 from cvgl.report import (
     choose_samples,
     sample_images,
@@ -20,6 +20,7 @@ from cvgl.report import (
     write_resolved_config,
     write_samples,
 )
+from cvgl.summary import format_summary
 from tests.fixtures import write_cvusa_fixture
 
 

@@ -17,15 +17,8 @@ import pytest
 import torch
 import yaml
 
-from cvgl.labels import LABEL_COLUMNS
-from tests.dag import REPO, SNAKEMAKE, run_ok, snakemake
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("dag")
-    run_ok(workdir)
-    return workdir
+from cvgl.label_table import LABEL_COLUMNS
+from tests.dag import REPO, SNAKEMAKE, copy_run, run_ok, snakemake
 
 
 def test_dag_makes_every_artifact(tiny_run: Path) -> None:
@@ -177,7 +170,7 @@ def kill_after_first_epoch(proc: subprocess.Popen[bytes], state: Path, timeout: 
 def test_a_job_killed_with_sigkill_resumes_after_its_last_epoch_and_matches_an_uninterrupted_run(
         tiny_run: Path, tmp_path: Path, override: str, output: str, rule: str) -> None:
     work = tmp_path / "work"
-    shutil.copytree(tiny_run, work)  # the upstream outputs and Snakemake's records of them: only `rule` reruns
+    copy_run(tiny_run, work)  # the upstream outputs and Snakemake's records of them: only `rule` reruns
     extra = tmp_path / "longer.yaml"
     extra.write_text(override + "\n")
     rel = f"results/tiny/{output}"  # Snakemake matches targets against the rules' relative outputs

@@ -4,7 +4,7 @@ Each entry (CVUSA, CVACT, VIGOR) names the split files a manifest depends on, bu
 in the published layout, holds the paper's values for the keys a config leaves null (`rounds.t0`,
 `project.pano_size`, `size`, `fov_deg`, `band`) and says where its coordinates come from. The synthetic world
 (`dataset.name: synth`) is rendered in one of these layouts (`synth.layout`) and then read, and defaulted,
-exactly as that dataset. The workflow's rules (through `cvgl.config`) and `cvgl.pipeline.manifest_stage` ask
+exactly as that dataset. The workflow's rules (through `cvgl.config`) and `cvgl.data.stages.manifest_stage` ask
 here; nothing else switches on a dataset's name.
 
 The paper's values: CVUSA's 224x1232 bands completed to a full panorama and projected to 750 px with 175

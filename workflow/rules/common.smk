@@ -69,7 +69,7 @@ def print_summary():
     path = Path(f"{RESULTS}/summary.csv")
     if path.exists():
         import pandas as pd
-        from cvgl.pipeline import format_summary
+        from cvgl.summary import format_summary
 
         print(f"\ncvgl run {RUN!r} ({path}):\n" + format_summary(pd.read_csv(path)))
 

@@ -309,12 +309,18 @@ def test_a_frozen_backbones_stored_features_embed_every_round_as_its_images_do(t
 
 
 def test_the_training_free_config_runs_no_cold_start_training(tmp_path: Path) -> None:
-    proc = snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(REPO / "config.yaml"),
+    """No cold-start training, and every round's embedding pools the frozen backbone's features, taken once."""
+    proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "config.yaml"),
                      str(REPO / "tests" / "tiny.yaml"), str(REPO / "configs" / "training-free.yaml"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    scheduled = {line.split()[0] for line in proc.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()}
-    assert {"cross_view", "train_round", "embed", "features"} <= scheduled, proc.stdout
-    assert not {"intra_view", "translate"} & scheduled, proc.stdout
+    out = proc.stdout + proc.stderr
+    scheduled = {line.split()[0] for line in out.splitlines() if len(line.split()) == 2 and line.split()[-1].isdigit()}
+    assert {"cross_view", "train_round", "embed", "features"} <= scheduled, out
+    assert not {"intra_view", "translate"} & scheduled, out
+    embeds = [line for line in out.splitlines() if " embed --model " in line]
+    assert len(embeds) == 5 and all("--features results/synth-training-free/features/" in e for e in embeds), embeds
+    assert sum(" features --model results/synth-training-free/round-0/model.pt" in line
+               for line in out.splitlines()) == 2  # train and test, once for all rounds
 
 
 DDP_CFG: dict[str, Any] = {

@@ -293,7 +293,13 @@ def localize(model_path: Path, gallery: Path, queries: Sequence[Path], out: Path
         pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(tmp, index=False)
     print(f"[localize] {len(rows)} queries, top {k} each -> {out / 'retrievals.parquet'}"
           + (f"; {len(skipped)} unreadable, listed in {out / 'skipped.csv'}" if skipped else ""), file=sys.stderr)
+    if 0 < len(table) <= PRINTED_ROWS:  # a few photos: the answer on the terminal too
+        print(table.to_string(index=False))
     return table
+
+
+#: `localize` prints its table when it has at most this many rows (ten queries at the default top 5).
+PRINTED_ROWS = 50
 
 
 def localize_table(queries: ImageSet, rows: np.ndarray, found: np.ndarray, scores: np.ndarray,

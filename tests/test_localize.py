@@ -71,8 +71,8 @@ def test_a_second_localize_reuses_the_gallery_and_a_new_model_rebuilds_it(tiny_r
     assert "building the gallery" in capfd.readouterr().err
 
 
-def test_localize_files_skips_and_lists_broken_queries(tiny_run: Path, tmp_path: Path) -> None:
-    """A gallery CSV of tile files and a folder of query photos, two of them broken."""
+def test_localize_files_skips_and_lists_broken_queries(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    """A gallery CSV of tile files and a folder of query photos, two of them broken; the few rows are printed."""
     res = tiny_run / "results" / "tiny"
     tiles = np.load(res / "cache/test-satellite.npy")
     gallery = tmp_path / "gallery"
@@ -91,7 +91,9 @@ def test_localize_files_skips_and_lists_broken_queries(tiny_run: Path, tmp_path:
     out = tmp_path / "out"
     assert main(["localize", "--model", str(res / "round-2/model.pt"), "--gallery", str(gallery / "tiles.csv"),
                  "--queries", str(photos), "--out", str(out), "--top-k", "2"]) == 0
+    printed = capsys.readouterr().out.splitlines()
     table = pd.read_parquet(out / "retrievals.parquet")
+    assert len(printed) == 1 + len(table) and printed[0].split() == list(table.columns)  # header + one line a row
     assert sorted(set(table["query"])) == sorted(str(photos / f"q{i}.jpg") for i in range(3))
     assert len(table) == 6 and set(table["rank"]) == {1, 2}
     assert set(table.tile) <= {f"t{i}.png" for i in range(6)} and table.lat.between(-10, 10).all()

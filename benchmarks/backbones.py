@@ -22,6 +22,7 @@ and `train` (the cross-view model with model.freeze: backbone: both encoders for
 the heads and necks, AdamW), each in a fresh process so its peak RSS is its own (and CUDA's peak memory on a GPU).
 
     python benchmarks/backbones.py                                    # the four rows on the demo, then nothing else
+    python benchmarks/backbones.py --rows vit-frozen training-free --reference convnext_atto   # two rows only
     python benchmarks/backbones.py --rows --vit-b --batch 16          # only the ViT-B/16 measurement, CPU
     python benchmarks/backbones.py --rows --vit-b --device cuda --batch 64 --precision bf16
     python benchmarks/backbones.py --configfile config.yaml tests/tiny.yaml --vit-b --vit-b-backbone test_vit \\
@@ -190,6 +191,8 @@ def main() -> None:
     ap.add_argument("--vit", default="vit_tiny_patch16_224", help="the rows' ViT (random init unless a tag's "
                     "weights are cached and the config sets model.pretrained)")
     ap.add_argument("--no-equalise", action="store_true", help="keep the config's epochs in every row")
+    ap.add_argument("--reference", choices=ROWS, help="the row whose step time and epochs the others match "
+                    "(default: the first of --rows; it is calibrated even when not run)")
     ap.add_argument("--calibration-steps", type=int, default=3)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=REPO, help="Snakemake's directory (results/ go there)")
@@ -215,8 +218,10 @@ def main() -> None:
     t_all = time.time()
     if a.rows:
         a.workdir.mkdir(parents=True, exist_ok=True)
-        configs = {row: resolved(a.configfile, row_override(row, a.vit)) for row in a.rows}
-        overrides = {row: row_override(row, a.vit) for row in a.rows}
+        reference = a.reference or a.rows[0]
+        calibrated = list(dict.fromkeys([reference, *a.rows]))
+        configs = {row: resolved(a.configfile, row_override(row, a.vit)) for row in calibrated}
+        overrides = {row: row_override(row, a.vit) for row in calibrated}
         if not a.no_equalise:
             step_s = {}
             for row, cfg in configs.items():
@@ -225,7 +230,6 @@ def main() -> None:
                 step_s[row] = m["s/batch"]
                 print(f"[calibration] {row}: {m['s/batch']} s per training step (batch {m['batch']}, "
                       f"{m['trainable params']:,} of {m['params']:,} parameters trained)", flush=True)
-            reference = a.rows[0]
             for row, epochs in equalised_epochs(configs, reference, step_s).items():
                 overrides[row] = merge_configs(overrides[row], epochs)
         results = []

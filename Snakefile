@@ -15,9 +15,11 @@ if not workflow.overwrite_configfiles:
 
 
 # Schema (one line per bad key path), defaults, the paper's per-dataset values and every cross-key rule, before
-# any rule exists (cvgl.config).
+# any rule exists (cvgl.config). A job's own process (cluster executors) skips the checks that build a model:
+# the process that submitted it ran them on the same config.
 config.update(resolve_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml",
-                             workflow.configfiles, f"{workflow.basedir}/config.yaml"))
+                             workflow.configfiles, f"{workflow.basedir}/config.yaml",
+                             check_builds=workflow.is_main_process))
 
 
 report: "workflow/report/workflow.rst"

@@ -213,16 +213,19 @@ def load_config(configfiles: Iterable[str | Path], overrides: dict[str, Any] | N
 
 
 def resolve_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH,
-                   configfiles: Iterable[str | Path] = (), demo_config: str | Path | None = None) -> dict[str, Any]:
+                   configfiles: Iterable[str | Path] = (), demo_config: str | Path | None = None,
+                   check_builds: bool = True) -> dict[str, Any]:
     """The config every rule and stage sees: checked against the schema, its defaults filled in, null
     per-dataset keys set to the paper's value (`with_paper_defaults`), then every cross-key rule checked.
 
     `configfiles` are the files the config was merged from and `demo_config` the demo's `config.yaml`: the
-    demo's settings (tuned on the synthetic world) may not sit under a real dataset's. Raises ConfigError
-    listing every problem, one key path per line."""
+    demo's settings (tuned on the synthetic world) may not sit under a real dataset's. `check_builds: False`
+    skips the checks that build a model, a translator or an index (seconds of torch and timm imports): a job's
+    own Snakemake process on a cluster passes it, its config having been checked by the process that submitted
+    it. Raises ConfigError listing every problem, one key path per line."""
     check_config(config, schema_path)
     resolved = with_paper_defaults(fill_defaults(config, load_schema(schema_path)))
-    errors = demo_mix_errors(resolved, configfiles, demo_config) + cross_key_errors(resolved)
+    errors = demo_mix_errors(resolved, configfiles, demo_config) + cross_key_errors(resolved, check_builds)
     if errors:
         raise ConfigError(f"invalid config ({len(errors)} problem{'s' * (len(errors) > 1)}):\n  "
                           + "\n  ".join(errors))
@@ -264,11 +267,13 @@ def demo_mix_errors(config: dict[str, Any], configfiles: Iterable[str | Path], d
             f"--configfile configs/{name}.yaml (plus your own file)"]
 
 
-def cross_key_errors(config: dict[str, Any]) -> list[str]:
-    """Every rule between keys of a resolved config that a job would otherwise find out (empty = none)."""
+def cross_key_errors(config: dict[str, Any], check_builds: bool = True) -> list[str]:
+    """Every rule between keys of a resolved config that a job would otherwise find out (empty = none);
+    `check_builds: False` leaves out those that build a model, a translator or an index."""
     errors = dataset_errors(config["dataset"])
     errors += round_override_errors(config["rounds"])
-    for check, section in ((check_model, "model"), (check_labels, "labels"), (check_translate, "translate")):
+    checks = ((check_model, "model"), (check_labels, "labels"), (check_translate, "translate"))
+    for check, section in checks if check_builds else ():
         try:
             check(config[section], config)
         except (ValueError, FileNotFoundError, RuntimeError) as err:

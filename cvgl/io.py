@@ -249,7 +249,7 @@ def read_image_cache(path: str | Path, mmap: bool = True) -> tuple[np.ndarray, n
 
 
 class Progress:
-    """A dependency-free progress line on stderr, at most every ~5% (logs stay short)."""
+    """A dependency-free progress line on stderr, at most every ~5% (logs stay short); silent without a label."""
 
     def __init__(self, total: int, label: str, step: float = 0.05) -> None:
         self.total, self.label, self.done = max(1, total), label, 0
@@ -259,7 +259,7 @@ class Progress:
 
     def update(self, n: int = 1, extra: str = "") -> None:
         self.done += n
-        if self.done >= self.next or self.done >= self.total:
+        if self.label and (self.done >= self.next or self.done >= self.total):
             self.next = self.done + self.every
             elapsed = time.perf_counter() - self.start
             rate = self.done / max(elapsed, 1e-9)

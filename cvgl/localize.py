@@ -192,7 +192,7 @@ def embed_set(model: CrossViewModel, images: ImageSet, view: str, size: tuple[in
     progress = Progress(len(images), label)
     rows, out = [], []
     for r, pixels in decoded_batches(images, size, batch, skipped):
-        out.append(embed_images(model, pixels, view, len(pixels), device, label, symmetries=1))
+        out.append(embed_images(model, pixels, view, len(pixels), device, "", symmetries=1))  # one line: below
         rows.append(r)
         progress.update(len(r))
     if not out:

@@ -88,6 +88,19 @@ def test_a_malformed_config_is_refused_naming_the_key_and_the_problem(tmp_path: 
     assert not (tmp_path / "results").exists()  # nothing ran
 
 
+def test_a_jobs_own_process_skips_only_the_checks_that_build_a_model(tmp_path: Path) -> None:
+    """A cluster job's Snakemake process resolves with `check_builds=False` (its config was checked when it was
+    submitted): the schema, defaults and cheap cross-key rules still hold there; the backbone check does not run."""
+    config = merged(read_yaml(REPO / "config.yaml"), read_yaml(REPO / "tests" / "tiny.yaml"),
+                    {"model": {"backbone": "convnext_atoo"}})
+    with pytest.raises(ConfigError, match="timm has no such model"):
+        resolve_config(config, SCHEMA_PATH)
+    assert resolve_config(config, SCHEMA_PATH, check_builds=False)["model"]["backbone"] == "convnext_atoo"
+    for bad in ({"rounds": {"tresh": 0.1}}, {"rounds": {"overrides": {"5": {"epochs": 3}}}}):
+        with pytest.raises(ConfigError):
+            resolve_config(merged(config, bad), SCHEMA_PATH, check_builds=False)
+
+
 def merged(*overrides: dict[str, Any]) -> dict[str, Any]:
     """Config files merged as Snakemake merges them: nested mappings key by key, a later file wins."""
     out: dict[str, Any] = {}

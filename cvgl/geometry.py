@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: the synthetic world and the config need only numpy
+    import torch
 
 #: Raw CVUSA band width and the official upward shift of the band (pixels at that width), docs/method.md §2.1.
 CVUSA_RAW_WIDTH = 1232
@@ -103,6 +105,8 @@ def bev_sampling_grid(pano_hw: tuple[int, int], out_size: int, fov_deg: float, b
     height, width = pano_hw
     cols, rows = _bev_pano_coords((int(height), int(width)), int(out_size), float(fov_deg), bool(band))
     grid = np.stack([2.0 * cols / (width - 1) - 1.0, 2.0 * rows / (height - 1) - 1.0], axis=-1)
+    import torch
+
     return torch.from_numpy(grid.astype(np.float32))[None]
 
 
@@ -114,6 +118,8 @@ def project_to_bev(panos: torch.Tensor, out_size: int, fov_deg: float, band: boo
         raise TypeError(f"panos must be a float tensor, got {panos.dtype}")
     grid = bev_sampling_grid((panos.shape[2], panos.shape[3]), out_size, fov_deg, band)
     grid = grid.to(device=panos.device, dtype=panos.dtype).expand(panos.shape[0], -1, -1, -1)
+    import torch.nn.functional as F
+
     return F.grid_sample(panos, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
@@ -171,6 +177,6 @@ def pano_row_depression(rows: np.ndarray, pano_hw: tuple[int, int], band: bool) 
 
 def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """Round (not truncate, unlike the official code) and clip a float image in [0, 255] to uint8."""
-    if isinstance(image, torch.Tensor):
+    if not isinstance(image, np.ndarray):  # a tensor
         image = image.detach().cpu().numpy()
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)

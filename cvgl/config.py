@@ -220,9 +220,10 @@ def resolve_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH
 
     `configfiles` are the files the config was merged from and `demo_config` the demo's `config.yaml`: the
     demo's settings (tuned on the synthetic world) may not sit under a real dataset's. `check_builds: False`
-    skips the checks that build a model, a translator or an index (seconds of torch and timm imports): a job's
-    own Snakemake process on a cluster passes it, its config having been checked by the process that submitted
-    it. Raises ConfigError listing every problem, one key path per line."""
+    skips the per-section checks of `model`, `labels` and `translate` (they build a model, a translator or an
+    index: seconds of torch, timm and FAISS imports): a job's own Snakemake process on a cluster passes it, its
+    config having been checked by the process that submitted it. Raises ConfigError listing every problem, one
+    key path per line."""
     check_config(config, schema_path)
     resolved = with_paper_defaults(fill_defaults(config, load_schema(schema_path)))
     errors = demo_mix_errors(resolved, configfiles, demo_config) + cross_key_errors(resolved, check_builds)
@@ -269,7 +270,7 @@ def demo_mix_errors(config: dict[str, Any], configfiles: Iterable[str | Path], d
 
 def cross_key_errors(config: dict[str, Any], check_builds: bool = True) -> list[str]:
     """Every rule between keys of a resolved config that a job would otherwise find out (empty = none);
-    `check_builds: False` leaves out those that build a model, a translator or an index."""
+    `check_builds: False` leaves out the per-section checks of `model`, `labels` and `translate`."""
     errors = dataset_errors(config["dataset"])
     errors += round_override_errors(config["rounds"])
     checks = ((check_model, "model"), (check_labels, "labels"), (check_translate, "translate"))

@@ -192,7 +192,8 @@ def embed_set(model: CrossViewModel, images: ImageSet, view: str, size: tuple[in
     progress = Progress(len(images), label)
     rows, out = [], []
     for r, pixels in decoded_batches(images, size, batch, skipped):
-        out.append(embed_images(model, pixels, view, len(pixels), device, "", symmetries=1))  # one line: below
+        # No label: no line per batch; `progress` reports the whole set.
+        out.append(embed_images(model, pixels, view, len(pixels), device, "", symmetries=1))
         rows.append(r)
         progress.update(len(r))
     if not out:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import hashlib
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -299,16 +301,55 @@ def check_model(model: dict[str, Any], config: dict[str, Any] | None = None, pre
     `model.freeze` (none | backbone | last-k, k at most its block count) that fit it and, unless
     `pretrained` is False (a stage that starts from a checkpoint), a weights file that exists or pretrained
     weights that can be found (`cvgl.models.check_backbone`, `cvgl.weights`)."""
-    from cvgl.models import check_backbone
-    from cvgl.weights import hub_offline, hub_weights_cached, missing_weights_message
-
     weights = model.get("weights") if pretrained else None
     if weights and not Path(weights).is_file():
         raise FileNotFoundError(f"model.weights: {weights} does not exist (or is not a file)")
+    check_backbone_once(model)
+    if pretrained and model.get("pretrained") and not weights:
+        from cvgl.weights import hub_offline, hub_weights_cached, missing_weights_message  # imports torch
+
+        if hub_offline() and not hub_weights_cached(model["backbone"]):
+            raise RuntimeError(missing_weights_message(model["backbone"]))
+
+
+def check_backbone_once(model: dict[str, Any]) -> None:
+    """`cvgl.models.check_backbone`, remembered: a slice that passed once, under the same timm, torch and check
+    code, passes again without the seconds of importing timm, so `snakemake -n` and reruns start at once.
+    Only passes are remembered (a marker file per slice under `cache_dir()`); a failing slice is checked anew."""
+    marker = backbone_check_marker(model)
+    if marker is not None and marker.exists():
+        return
+    from cvgl.models import check_backbone
+
     check_backbone(model)
-    if (pretrained and model.get("pretrained") and not weights and hub_offline()
-            and not hub_weights_cached(model["backbone"])):
-        raise RuntimeError(missing_weights_message(model["backbone"]))
+    if marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:  # a read-only home: check every time
+            pass
+
+
+def cache_dir() -> Path:
+    """Where cvgl keeps small per-user state: $CVGL_CACHE_DIR, else $XDG_CACHE_HOME/cvgl, else ~/.cache/cvgl."""
+    if os.environ.get("CVGL_CACHE_DIR"):
+        return Path(os.environ["CVGL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cvgl"
+
+
+def backbone_check_marker(model: dict[str, Any]) -> Path | None:
+    """The marker file of one `model` slice's passed check: a hash of the slice, the timm and torch versions
+    and the checking code itself (cvgl/models.py), so an upgrade or an edit checks again; None when a version
+    cannot be read."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        versions = [version(package) for package in ("timm", "torch")]
+    except PackageNotFoundError:
+        return None
+    code = hashlib.sha256((Path(__file__).parent / "models.py").read_bytes()).hexdigest()
+    key = json.dumps([model, versions, code], sort_keys=True, default=str)
+    return cache_dir() / "checked-models" / hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 #: Label scores that only the exact, blocked matching computes.

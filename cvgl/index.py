@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from cvgl.io import atomic_path, ids_sidecar, reading
+
+if TYPE_CHECKING:  # torch is imported where a block is computed: the config check reads this module too
+    import torch
 
 
 def as_embedding_matrix(x: np.ndarray, name: str) -> np.ndarray:
@@ -53,6 +56,8 @@ def similarity_blocks(query: np.ndarray, reference: np.ndarray, chunk: int,
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     if query.shape[1] != reference.shape[1]:
         raise ValueError(f"dimension mismatch: queries have d={query.shape[1]}, references d={reference.shape[1]}")
+    import torch
+
     # No autograd context is needed: tensors made from numpy never require grad. (An inference_mode block here
     # would stay active in the caller's loop body while the generator is suspended.)
     ref = torch.from_numpy(reference).to(device)

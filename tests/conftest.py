@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path.name not in SLOW_FILES)
 
 
+def session_folder(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The test session's temporary folder, common to its pytest-xdist workers."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cvgl_cache(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """cvgl's per-user cache (remembered backbone checks) in the session's folder, not the user's home: the
+    suite's Snakemake runs, and the jobs they start, share it."""
+    folder = session_folder(tmp_path_factory, worker_id) / "cvgl-cache"
+    os.environ["CVGL_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """The workflow on tests/tiny.yaml (`snakemake` with config.yaml and tiny.yaml), made once per test session
     and shared by the pytest-xdist workers: the first to ask runs it under a file lock, the others wait and
     read it. Tests read it; a test that runs Snakemake in it again (other targets, other configs) works on a
     copy, so no worker sees another's half-written files or locks."""
-    base = tmp_path_factory.getbasetemp()
-    shared = base if worker_id == "master" else base.parent  # the session's folder, common to its workers
+    shared = session_folder(tmp_path_factory, worker_id)
     workdir = shared / "tiny-run"
     with FileLock(str(shared / "tiny-run.lock")):
         if not (workdir / ".complete").exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,39 @@ def test_a_jobs_own_process_skips_only_the_checks_that_build_a_model(tmp_path: P
     for bad in ({"rounds": {"tresh": 0.1}}, {"rounds": {"overrides": {"5": {"epochs": 3}}}}):
         with pytest.raises(ConfigError):
             resolve_config(merged(config, bad), SCHEMA_PATH, check_builds=False)
+
+
+CHECK_IN_A_FRESH_PROCESS = """\
+import sys
+from cvgl.config import check_model
+try:
+    check_model({"backbone": sys.argv[1], "pretrained": False, "head": "gem", "dim": 32,
+                 "ground_size": [32, 64], "satellite_size": [32, 32]})
+except ValueError as err:
+    print("error:", err)
+print("timm imported:", "timm" in sys.modules)
+"""
+
+
+def test_a_passed_backbone_check_is_remembered_and_a_failed_one_is_not(tmp_path: Path) -> None:
+    """`check_model` remembers a slice that passed (a marker under $CVGL_CACHE_DIR): the next process skips the
+    timm import; a backbone timm lacks fails again, and leaves no marker."""
+    env = {**os.environ, "CVGL_CACHE_DIR": str(tmp_path)}
+
+    def check(backbone: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", CHECK_IN_A_FRESH_PROCESS, backbone], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    assert check("convnext_atto").endswith("timm imported: True\n")
+    markers = list((tmp_path / "checked-models").iterdir())
+    assert len(markers) == 1
+    assert check("convnext_atto").endswith("timm imported: False\n")  # remembered
+    for _ in range(2):
+        out = check("convnext_atoo")
+        assert "timm has no such model" in out and out.endswith("timm imported: True\n")
+    assert list((tmp_path / "checked-models").iterdir()) == markers
 
 
 def merged(*overrides: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ at the paper config's inputs (384x768 panoramas, 384x384 tiles; same-area lists 
 VIGOR's full count (`--n 105214`) needs about 180 GB of disk for the caches alone:
 
     python benchmarks/scale.py --layout vigor --n 5000 10000 [--workdir /scratch/cvgl-scale]
+
+`--no-cache` runs either with `data.cache: false`: no pixel caches, every read decodes the image files again.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ def stage_table(results: Path) -> pd.DataFrame:
     return table.sort_values("seconds", ascending=False)
 
 
-def run(n: int, workdir: Path, cores: int, metric: str = "correlation") -> pd.DataFrame:
+def run(n: int, workdir: Path, cores: int, metric: str = "correlation", cache: bool = True) -> pd.DataFrame:
     root, work = workdir / f"CVUSA-{n}", workdir / f"run-{n}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -172,7 +174,7 @@ def run(n: int, workdir: Path, cores: int, metric: str = "correlation") -> pd.Da
         print(f"[scale] writing {n} + {round(n * TEST_SHARE)} pairs: {write_dataset(root, n, cores):.0f} s",
               file=sys.stderr, flush=True)
     small = work / "small.yaml"
-    small.write_text(SMALL.format(cores=cores, metric=metric))
+    small.write_text(SMALL.format(cores=cores, metric=metric) + NO_CACHE * (not cache))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", str(cores),
            "--configfile", str(REPO / "configs" / "cvusa.yaml"), str(small),
            "--config", f"dataset={{root: {root}}}", "--", "results/cvusa-unsupervised/summary.csv"]
@@ -192,10 +194,13 @@ VIGOR_SMALL = """\
 threads: {cores}
 dataset: {{cities: [Chicago, NewYork, SanFrancisco, Seattle]}}
 """
+#: `--no-cache`: the image caches list files that every read decodes again.
+NO_CACHE = "data: {cache: false}\n"
 
 
-def run_vigor(n: int, workdir: Path, cores: int) -> pd.DataFrame:
-    """VIGOR's data stages (manifest, the four caches at the paper config's inputs) on an n-panorama stand-in."""
+def run_vigor(n: int, workdir: Path, cores: int, cache: bool = True) -> pd.DataFrame:
+    """VIGOR's data stages (manifest, the four caches at the paper config's inputs, or with `cache` False their
+    file lists) on an n-panorama stand-in."""
     root, work = workdir / f"VIGOR-{n}", workdir / f"vigor-run-{n}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -203,9 +208,11 @@ def run_vigor(n: int, workdir: Path, cores: int) -> pd.DataFrame:
         print(f"[scale] writing {n} VIGOR panoramas and {round(n * VIGOR_TILE_SHARE)} tiles: "
               f"{write_vigor_dataset(root, n, cores):.0f} s", file=sys.stderr, flush=True)
     small = work / "small.yaml"
-    small.write_text(VIGOR_SMALL.format(cores=cores))
+    small.write_text(VIGOR_SMALL.format(cores=cores) + NO_CACHE * (not cache))
     results = "results/vigor-same-area"
-    targets = [f"{results}/cache/{split}-{view}.npy" for split in ("train", "test") for view in ("ground", "satellite")]
+    suffix = ".npy" if cache else ".files.parquet"
+    targets = [f"{results}/cache/{split}-{view}{suffix}" for split in ("train", "test")
+               for view in ("ground", "satellite")]
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", str(cores),
            "--configfile", str(REPO / "configs" / "vigor.yaml"), str(small),
            "--config", f"dataset={{root: {root}}}", "--", *targets]
@@ -230,11 +237,13 @@ def main() -> None:
                     help="labels.prior_metric of the run")
     ap.add_argument("--layout", default="cvusa", choices=["cvusa", "vigor"],
                     help="vigor: VIGOR's image sizes, N panoramas over four cities, the data stages only")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="data.cache: false (no pixel caches; every read decodes the image files again)")
     a = ap.parse_args()
     if a.layout == "vigor":
-        tables = [run_vigor(n, a.workdir, a.cores) for n in a.n]
+        tables = [run_vigor(n, a.workdir, a.cores, not a.no_cache) for n in a.n]
     else:
-        tables = [run(n, a.workdir, a.cores, a.prior_metric) for n in a.n]
+        tables = [run(n, a.workdir, a.cores, a.prior_metric, not a.no_cache) for n in a.n]
     if len(tables) > 1:
         wide = pd.concat(tables).reset_index().pivot(index="stage", columns="n", values=["seconds", "max_rss_mb"])
         print("\nGrowth (seconds and peak RSS in MB by N):")

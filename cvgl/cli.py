@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "manifest", "list a dataset as images/truth/labeled manifests",
          ("--config", CFG), ("--root", P), ("--gt-ratio", {"type": float, "default": 0.0}),
          ("--seed", {"type": int, "default": 0}), ("--out", P))
-    _add(sub, "cache", "decode one view/split into a uint8 array at the model's input size",
+    _add(sub, "cache", "decode one view/split into a uint8 array at the model's input size (--out X.npy) or list "
+         "its files, decoded at every read (--out X.files.parquet: data.cache false)",
          ("--manifest", P), ("--root", P), ("--view", {"required": True, "choices": ["ground", "satellite"]}),
          ("--split", {"required": True, "choices": ["train", "test"]}),
          ("--size", {"type": int, "nargs": 2, "required": True}), ("--out", P), ("--threads", THREADS))

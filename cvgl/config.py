@@ -457,6 +457,12 @@ def dataset_inputs(config: dict[str, Any]) -> list[str]:
     return [str(path) for path in split_files(name, dataset_root(config))]
 
 
+def image_cache(config: dict[str, Any], split: str, view: str) -> str:
+    """The image cache of one split and view: `cache/{split}-{view}.npy` (decoded pixels) or, with
+    `data.cache: false`, `cache/{split}-{view}.files.parquet` (the files each read decodes again)."""
+    return f"{results_dir(config)}/cache/{split}-{view}" + (".npy" if config["data"]["cache"] else ".files.parquet")
+
+
 def manifest_slice(config: dict[str, Any]) -> dict[str, Any]:
     """The `dataset` section and `layout`, the synthetic world's layout (read only when dataset.name is synth)."""
     from cvgl.data.registry import synth_layout

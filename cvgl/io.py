@@ -229,14 +229,88 @@ class StackedRows:
         return out
 
 
+#: The suffix of an image cache that lists files instead of holding pixels (`data.cache: false`).
+FILE_LIST_SUFFIX = ".files.parquet"
+
+
+def is_file_list(path: str | Path) -> bool:
+    return Path(path).name.endswith(FILE_LIST_SUFFIX)
+
+
+class DecodedImages:
+    """A split's images decoded from their files at every read, at one size: an image cache's interface (`len`,
+    `shape`, `dtype`, rows by index, slice, index array or mask) with no pixels on disk (`data.cache: false`).
+    A row is the same bytes as the cache's, since both decode with `load_image`; a read of many rows decodes
+    them on `threads` threads (Pillow's decoders release the GIL)."""
+
+    def __init__(self, paths: Sequence[str | Path], size_hw: tuple[int, int], threads: int = 2) -> None:
+        self.paths = np.asarray([str(p) for p in paths], dtype=object)
+        self.size_hw = (int(size_hw[0]), int(size_hw[1]))
+        self.threads = threads
+        self.shape = (len(self.paths), *self.size_hw, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: int | slice | np.ndarray) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return load_image(self.paths[key], self.size_hw)
+        paths = self.paths[key]
+        return load_images(list(paths), self.size_hw, self.threads) if len(paths) else \
+            np.empty((0, *self.shape[1:]), np.uint8)
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        """Every row decoded (O(N) memory: for small splits and code that wants a whole array)."""
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+def find_image_cache(folder: Path, name: str) -> Path:
+    """`<folder>/<name>.npy`, or the file list `<name>.files.parquet` a run with `data.cache: false` wrote."""
+    listed = folder / f"{name}{FILE_LIST_SUFFIX}"
+    return listed if listed.exists() and not (folder / f"{name}.npy").exists() else folder / f"{name}.npy"
+
+
+def write_file_list(paths: Sequence[str | Path], ids: Sequence[str], size_hw: tuple[int, int],
+                    path: str | Path) -> None:
+    """The `data.cache: false` cache: `<path>` (.files.parquet) lists each image's id, absolute file and the size
+    it is decoded to, plus the same ids sidecar as a pixel cache. Every file must exist now, not hours later."""
+    if len(paths) != len(ids):
+        raise ValueError(f"{path}: {len(paths)} image files for {len(ids)} ids")
+    files = [str(Path(p).resolve()) for p in paths]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: image file does not exist ({len(missing)} of {len(files)} missing)")
+    write_parquet(pd.DataFrame({"image_id": list(ids), "path": files, "height": int(size_hw[0]),
+                                "width": int(size_hw[1])}), path)
+    write_parquet(pd.DataFrame({"image_id": list(ids)}), ids_sidecar(path))
+
+
+def read_file_list(path: Path, threads: int) -> tuple[np.ndarray, DecodedImages]:
+    table = read_parquet(path, ["image_id", "path", "height", "width"])
+    sizes = table[["height", "width"]].drop_duplicates()
+    if len(sizes) > 1:
+        raise ValueError(f"{path}: images listed at {len(sizes)} sizes; a cache holds one")
+    size = (int(sizes.height.iloc[0]), int(sizes.width.iloc[0])) if len(sizes) else (0, 0)
+    return table.image_id.to_numpy(dtype=object), DecodedImages(table.path.tolist(), size, threads)
+
+
 def ids_sidecar(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".ids.parquet")
 
 
-def read_image_cache(path: str | Path, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Return (ids, images) of a cache written by `write_image_cache` (images memory-mapped)."""
+def read_image_cache(path: str | Path, mmap: bool = True,
+                     threads: int = 2) -> tuple[np.ndarray, np.ndarray | DecodedImages]:
+    """Return (ids, images) of a cache written by `write_image_cache` (images memory-mapped; `mmap=False` reads
+    them into memory) or, for a `.files.parquet` list (`write_file_list`), images decoded at each read on
+    `threads` threads (`DecodedImages`; `mmap=False` decodes them all now)."""
     path = Path(path)
+    if is_file_list(path):
+        ids, decoded = read_file_list(path, threads)
+        return ids, (decoded if mmap else np.asarray(decoded))
     ids = read_parquet(ids_sidecar(path), ["image_id"])["image_id"].to_numpy(dtype=object)
     with reading(path, "image cache (.npy of uint8 images)"):
         images = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)

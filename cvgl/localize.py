@@ -28,7 +28,16 @@ from cvgl.embed import embed_images
 from cvgl.embed_io import write_embedding_shards
 from cvgl.geo import haversine_m
 from cvgl.index import build_index, read_index, set_search_parameters, set_threads, write_index
-from cvgl.io import Progress, atomic_path, load_image, read_image_cache, read_json, write_json, write_parquet
+from cvgl.io import (
+    Progress,
+    atomic_path,
+    find_image_cache,
+    load_image,
+    read_image_cache,
+    read_json,
+    write_json,
+    write_parquet,
+)
 from cvgl.models import CrossViewModel, resolve_device
 from cvgl.train import model_from_checkpoint
 
@@ -87,7 +96,7 @@ class ImageSet:
 
 def _run_split(run: Path, view: str, split: str) -> ImageSet:
     """A run's split of one view: its decoded cache (ids sorted) and the manifest's coordinates."""
-    cache = run / "cache" / f"{split}-{view}.npy"
+    cache = find_image_cache(run / "cache", f"{split}-{view}")
     ids, images = read_image_cache(cache)
     manifest = read_images(run / "manifest")
     if list(ids) != list(image_ids(manifest, view, split)):

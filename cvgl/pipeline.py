@@ -222,7 +222,7 @@ def embed_stage(model_path: Path, caches: dict[str, Path], out_dir: Path, batch_
         return
     dtype = autocast_dtype(precision, device)
     for view, cache in caches.items():
-        ids, images = read_image_cache(cache)
+        ids, images = read_image_cache(cache, threads=threads)
         emb = embed_images(model, images, view, batch_size, device, f"embed {Path(cache).stem}", dtype, symmetries)
         write_embedding_shards(list(ids), emb, out_dir, view)
 
@@ -250,7 +250,7 @@ def features_stage(model_path: Path, caches: dict[str, Path], out_dir: Path, bat
     tmp.mkdir(parents=True)
     shapes = {}
     for view, cache in caches.items():
-        ids, images = read_image_cache(cache)
+        ids, images = read_image_cache(cache, threads=threads)
         shapes[view] = list(write_backbone_features(model, images, view, batch_size, device, tmp / f"{view}.npy",
                                                     dtype, symmetries, f"features {Path(cache).stem}"))
         write_parquet(pd.DataFrame({"image_id": list(ids)}), ids_sidecar(tmp / f"{view}.npy"))

@@ -143,24 +143,34 @@ def test_commands_that_are_not_training_keep_their_settings_as_given() -> None:
 
 
 def test_worker_processes_feed_the_same_batches_and_train_the_same_weights(tmp_path: Path) -> None:
-    """DataLoader workers gather the planned rows from memory-mapped caches; the plan fixes every batch, so two
-    workers train bit-identical weights to gathering in the process."""
-    from cvgl.io import read_image_cache, write_image_cache
+    """DataLoader workers gather the planned rows from memory-mapped caches, or decode them from the image files
+    (`data.cache: false`); the plan fixes every batch, so two workers train bit-identical weights to gathering
+    in the process."""
+    from PIL import Image
 
-    write_image_cache(images(8, (32, 64), 1), [f"g{i}" for i in range(8)], tmp_path / "g.npy")
-    write_image_cache(images(8, (32, 32), 2), [f"s{i}" for i in range(8)], tmp_path / "s.npy")
-    _, ground = read_image_cache(tmp_path / "g.npy")  # memory-mapped, as the stages read them
-    _, satellite = read_image_cache(tmp_path / "s.npy")
+    from cvgl.io import read_image_cache, write_file_list, write_image_cache
+
+    caches = {}
+    for view, hw, seed in (("g", (32, 64), 1), ("s", (32, 32), 2)):
+        pixels, ids = images(8, hw, seed), [f"{view}{i}" for i in range(8)]
+        write_image_cache(pixels, ids, tmp_path / f"{view}.npy")
+        files = [tmp_path / f"{view}{i}.png" for i in range(8)]  # lossless: decoding gives the pixels back
+        for img, path in zip(pixels, files, strict=True):
+            Image.fromarray(img).save(path)
+        write_file_list(files, ids, hw, tmp_path / f"{view}.files.parquet")
+        caches[view] = {kind: read_image_cache(tmp_path / f"{view}{kind}")[1] for kind in (".npy", ".files.parquet")}
     weights = []
-    for workers in (0, 2):
+    for workers, kind in ((0, ".npy"), (2, ".npy"), (2, ".files.parquet")):
+        ground, satellite = caches["g"][kind], caches["s"][kind]  # memory-mapped or decoded, as stages read them
         cfg = {**CFG, "data": {"workers": workers}}
         setup_torch(1, cfg["seed"])
         model, opt = build_model(cfg, None, torch.device("cpu"))
         fit(model, opt, cross_view_stage(model, ground, satellite, cfg, torch.device("cpu"), 0), cfg,
-            tmp_path / f"w{workers}.pt")
+            tmp_path / f"w{workers}{kind}.pt")
         weights.append(model.state_dict())
         assert train.loader_workers(cfg, torch.device("cpu")) == workers
-    for key, value in weights[0].items():
-        assert torch.equal(value, weights[1][key]), key
+    for other in weights[1:]:
+        for key, value in weights[0].items():
+            assert torch.equal(value, other[key]), key
     # the workers setting is not part of what the stage computes: a job resumes across a change of it
     assert config_digest({**CFG, "data": {"workers": 0}}) == config_digest({**CFG, "data": {"workers": 2}})

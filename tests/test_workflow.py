@@ -120,7 +120,8 @@ CLUSTER_PROFILE = REPO / "workflow" / "profiles" / "cluster-generic-local"
 
 def test_a_second_run_gives_byte_identical_label_tables(tiny_run: Path, tmp_path: Path) -> None:
     """The same config and seed, run again from the same world, make byte-identical label tables (the DAG up to
-    them runs again: every job before round 2's labels). Where
+    them runs again: every job before round 2's labels). The second run keeps no pixel cache (`data.cache:
+    false`: every read decodes the image files again), which must not change a byte either. Where
     Snakemake's cluster-generic executor is installed (the `test` extra), every job of the second run is submitted
     through it as its own process (submit.sh, like sbatch): nothing a job needs travels outside its declared
     inputs and params."""
@@ -132,7 +133,12 @@ def test_a_second_run_gives_byte_identical_label_tables(tiny_run: Path, tmp_path
     # The world's own determinism is tests/test_synth.py's; every job after it runs again here.
     shutil.copytree(tiny_run / "results" / "tiny" / "dataset", tmp_path / "results" / "tiny" / "dataset")
     labels = [f"results/tiny/round-{n}/labels.parquet" for n in (1, 2)]  # their DAG: 15 jobs, no evaluation
-    run_ok(tmp_path, *args, "--", *labels)
+    no_cache = tmp_path / "no-cache.yaml"
+    no_cache.write_text("data: {cache: false}\n")
+    run_ok(tmp_path, *args, "--configfile", str(REPO / "config.yaml"), str(REPO / "tests" / "tiny.yaml"),
+           str(no_cache), "--", *labels)
+    assert list((tmp_path / "results" / "tiny" / "cache").glob("*.files.parquet"))
+    assert not list((tmp_path / "results" / "tiny" / "cache").glob("*.npy"))
     if args:
         exits = list((tmp_path / ".snakemake" / "cluster-generic-local").glob("*.exit"))
         assert len(exits) >= 15 and all(p.read_text().strip() == "0" for p in exits)  # the jobs went through submit.sh

@@ -10,7 +10,7 @@ from typing import Any
 from cvgl.config import with_section_defaults
 from cvgl.data.manifest import image_ids, read_images, with_coordinates, write_manifests
 from cvgl.data.registry import dataset_for
-from cvgl.io import cache_image_files
+from cvgl.io import cache_image_files, is_file_list, write_file_list
 
 
 def manifest_stage(dataset_cfg: dict[str, Any], root: Path, gt_ratio: float, seed: int, out_dir: Path) -> None:
@@ -32,10 +32,15 @@ def manifest_stage(dataset_cfg: dict[str, Any], root: Path, gt_ratio: float, see
 
 def cache_stage(manifest_dir: Path, root: Path, view: str, split: str, size_hw: tuple[int, int], out: Path,
                 threads: int) -> None:
-    """Decode one (view, split) once, at the model's input size, rows in image-id order."""
+    """Decode one (view, split) once, at the model's input size, rows in image-id order; or, when `out` is a
+    `.files.parquet` (`data.cache: false`), list the files that every later read decodes again."""
     images = read_images(manifest_dir)
     ids = image_ids(images, view, split)
     if len(ids) == 0:
         raise ValueError(f"{manifest_dir}/images.parquet: no {view} images in split {split}")
     rel = images.set_index("image_id").loc[ids, "path"]
-    cache_image_files([Path(root) / p for p in rel], ids, tuple(size_hw), out, threads, f"cache {split}-{view}")
+    files = [Path(root) / p for p in rel]
+    if is_file_list(out):
+        write_file_list(files, ids, tuple(size_hw), out)
+        return
+    cache_image_files(files, ids, tuple(size_hw), out, threads, f"cache {split}-{view}")

@@ -3,10 +3,10 @@
 
 rule intra_view:
     input:
-        ground=f"{RESULTS}/cache/train-ground.npy",
-        ground_ids=f"{RESULTS}/cache/train-ground.npy.ids.parquet",
-        satellite=f"{RESULTS}/cache/train-satellite.npy",
-        satellite_ids=f"{RESULTS}/cache/train-satellite.npy.ids.parquet",
+        ground=image_cache("train", "ground"),
+        ground_ids=image_cache_ids("train", "ground"),
+        satellite=image_cache("train", "satellite"),
+        satellite_ids=image_cache_ids("train", "satellite"),
         weights=model_weights(),
     output:
         f"{RESULTS}/coldstart/intra.pt",

@@ -57,6 +57,16 @@ def gpus(count=1):
     return count if config["device"] != "cpu" else 0
 
 
+def image_cache(split, view):
+    """One split and view's image cache (cvgl.config.image_cache); `split` may be the wildcard "{split}"."""
+    return cvgl_config.image_cache(config, split, view)
+
+
+def image_cache_ids(split, view):
+    """The ids sidecar of `image_cache(split, view)`: row i of the cache is image id i."""
+    return image_cache(split, view) + ".ids.parquet"
+
+
 def image_size(view):
     return config["model"]["ground_size" if view == "ground" else "satellite_size"]
 
@@ -88,8 +98,8 @@ def fakes_argument(wildcards, input):
 
 def cross_view_inputs(wildcards):
     """The cross-view stage reads the intra-view model and the fakes only when those stages are on."""
-    out = {"ground": f"{RESULTS}/cache/train-ground.npy",
-           "ground_ids": f"{RESULTS}/cache/train-ground.npy.ids.parquet",
+    out = {"ground": image_cache("train", "ground"),
+           "ground_ids": image_cache_ids("train", "ground"),
            "weights": model_weights()}
     if config["coldstart"]["intra"]["epochs"] > 0:
         out["init"] = f"{RESULTS}/coldstart/intra.pt"

@@ -50,8 +50,8 @@ rule cache_images:
         images=rules.manifest.output.images,
         dataset=dataset_inputs(),
     output:
-        pixels=f"{RESULTS}/cache/{{split}}-{{view}}.npy",
-        ids=f"{RESULTS}/cache/{{split}}-{{view}}.npy.ids.parquet",
+        pixels=image_cache("{split}", "{view}"),
+        ids=image_cache_ids("{split}", "{view}"),
     params:
         root=dataset_root(),
         size=lambda wc: " ".join(map(str, image_size(wc.view))),

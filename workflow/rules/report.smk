@@ -46,8 +46,8 @@ rule retrieval_figures:
         retrievals=f"{RESULTS}/round-{{n}}/retrievals.parquet",
         images=rules.manifest.output.images,
         truth=rules.manifest.output.truth,
-        ground=f"{RESULTS}/cache/test-ground.npy",
-        satellite=f"{RESULTS}/cache/test-satellite.npy",
+        ground=image_cache("test", "ground"),
+        satellite=image_cache("test", "satellite"),
     output:
         retrievals=report(f"{REPORT}/round-{{n}}-retrievals.png", caption="../report/retrievals.rst",
                           category="Rounds", subcategory="Retrievals per round", labels={"round": "{n}"}),

@@ -16,8 +16,8 @@ def prior_input(wildcards):
 rule prior:
     input:
         projected=rules.project.output,
-        satellites=f"{RESULTS}/cache/train-satellite.npy",
-        satellite_ids=f"{RESULTS}/cache/train-satellite.npy.ids.parquet",
+        satellites=image_cache("train", "satellite"),
+        satellite_ids=image_cache_ids("train", "satellite"),
     output:
         directory(f"{RESULTS}/prior"),
     params:
@@ -46,10 +46,10 @@ def features_input(wildcards):
 rule features:
     input:
         model=f"{RESULTS}/round-0/model.pt",
-        ground=f"{RESULTS}/cache/{{split}}-ground.npy",
-        ground_ids=f"{RESULTS}/cache/{{split}}-ground.npy.ids.parquet",
-        satellite=f"{RESULTS}/cache/{{split}}-satellite.npy",
-        satellite_ids=f"{RESULTS}/cache/{{split}}-satellite.npy.ids.parquet",
+        ground=image_cache("{split}", "ground"),
+        ground_ids=image_cache_ids("{split}", "ground"),
+        satellite=image_cache("{split}", "satellite"),
+        satellite_ids=image_cache_ids("{split}", "satellite"),
     output:
         directory(f"{RESULTS}/features/{{split}}"),
     params:
@@ -75,10 +75,10 @@ rule features:
 rule embed:
     input:
         model=f"{RESULTS}/round-{{n}}/model.pt",
-        ground=f"{RESULTS}/cache/{{split}}-ground.npy",
-        ground_ids=f"{RESULTS}/cache/{{split}}-ground.npy.ids.parquet",
-        satellite=f"{RESULTS}/cache/{{split}}-satellite.npy",
-        satellite_ids=f"{RESULTS}/cache/{{split}}-satellite.npy.ids.parquet",
+        ground=image_cache("{split}", "ground"),
+        ground_ids=image_cache_ids("{split}", "ground"),
+        satellite=image_cache("{split}", "satellite"),
+        satellite_ids=image_cache_ids("{split}", "satellite"),
         features=features_input,
     output:
         directory(f"{RESULTS}/round-{{n}}/embeddings/{{split}}"),
@@ -186,10 +186,10 @@ rule train_round:
     input:
         init=lambda wc: f"{RESULTS}/round-{previous_round(wc)}/model.pt",
         labels=rules.pseudo_label.output,
-        ground=f"{RESULTS}/cache/train-ground.npy",
-        ground_ids=f"{RESULTS}/cache/train-ground.npy.ids.parquet",
-        satellite=f"{RESULTS}/cache/train-satellite.npy",
-        satellite_ids=f"{RESULTS}/cache/train-satellite.npy.ids.parquet",
+        ground=image_cache("train", "ground"),
+        ground_ids=image_cache_ids("train", "ground"),
+        satellite=image_cache("train", "satellite"),
+        satellite_ids=image_cache_ids("train", "satellite"),
         fakes=fake_pairs_input,
         weights=model_weights(),
     output:

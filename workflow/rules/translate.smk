@@ -4,8 +4,8 @@
 rule translate:
     input:
         projected=rules.project.output,
-        satellites=f"{RESULTS}/cache/train-satellite.npy",
-        satellite_ids=f"{RESULTS}/cache/train-satellite.npy.ids.parquet",
+        satellites=image_cache("train", "satellite"),
+        satellite_ids=image_cache_ids("train", "satellite"),
     output:
         model=f"{RESULTS}/translator/model.pt",
         images=directory(f"{RESULTS}/translated"),

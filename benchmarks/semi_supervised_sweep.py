@@ -43,7 +43,19 @@ from cvgl.prior import read_prior
 from cvgl.train import build_model, load_checkpoint, round_stage, run_epoch, setup_torch
 
 
-def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[dict]:
+def consistent_with(table: pd.DataFrame, previous: pd.DataFrame | None, t0: float) -> pd.DataFrame:
+    """The cross-round consistency lever (`--consistent`, not in the workflow): below round 1's threshold t0 a pair
+    stays kept only if the previous round's model matched the same pair mutually too; reads no truth."""
+    if previous is None:
+        return table
+    mutual = previous[previous.mutual]
+    before = set(zip(mutual.ground_id, mutual.satellite_id, strict=True))
+    same = np.array([pair in before for pair in zip(table.ground_id, table.satellite_id, strict=True)], dtype=bool)
+    confident = table.margin.to_numpy() >= np.float32(t0)
+    return table.assign(kept=table.kept.to_numpy() & (same | confident | (table.source == "labeled").to_numpy()))
+
+
+def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device, consistent: bool = False) -> list[dict]:
     rounds = cfg["rounds"]
     setup_torch(cfg["threads"], cfg["seed"])
     ckpt = load_checkpoint(run / "round-0/model.pt")
@@ -66,6 +78,7 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
     prior = read_prior(run / "prior", g_ids, s_ids) if uses_prior(cfg) else None  # rows in the caches' order
     out = []
     steps = 0
+    previous = None
     for n in range(1, rounds["count"] + 1):
         r = round_settings(rounds, n)  # as the workflow's rules
         model.eval()
@@ -77,6 +90,8 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device) -> list[
         label_cfg = pseudo_label_slice(cfg, n)  # as the pseudo_label rule: the switches and the schedule too
         table = build_label_table(list(g_ids), list(s_ids), m, round_threshold(n, label_cfg),
                                   labeled if len(labeled) else None, require_mutual=labels_cfg["mutual"])
+        if consistent:
+            table, previous = consistent_with(table, previous, label_cfg["t0"]), table
         rc = round_slice(cfg, n)  # as the train_round rule
         stage = round_stage(model, ground, sats, g_ids, s_ids, table[["ground_id", "satellite_id", "kept", "source"]],
                             rc, device, n, fake)
@@ -100,10 +115,12 @@ def main() -> None:
                     help="the run's config files, merged and resolved as the Snakefile does (default: the run's "
                          "resolved config, <run>/report/config.yaml)")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.01, 0.05, 0.1, 0.2, 1.0])
+    ap.add_argument("--consistent", action="store_true",
+                    help="lever: pairs below t0 kept only where the previous round matched them too")
     a = ap.parse_args()
     cfg = load_config(a.configfile or [a.run / "report/config.yaml"])
     t0 = time.time()
-    rows = [r for ratio in a.ratios for r in sweep_one(a.run, cfg, ratio, torch.device("cpu"))]
+    rows = [r for ratio in a.ratios for r in sweep_one(a.run, cfg, ratio, torch.device("cpu"), a.consistent)]
     table = pd.DataFrame(rows)
     final = table[table["round"] == table["round"].max()]
     print(final[["gt_ratio", "labeled", "R@1", "R@5", "R@10", "R@1%", "kept", "correct", "steps"]]

@@ -138,7 +138,7 @@ def write_image_cache(images: np.ndarray, ids: Sequence[str], path: str | Path) 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, images)
-    write_parquet(pd.DataFrame({"image_id": list(ids)}), ids_sidecar(path))
+    write_ids_sidecar(ids, path)
 
 
 #: Images decoded and written per step of `cache_image_files`: its memory, whatever the split's size.
@@ -157,7 +157,7 @@ def cache_image_files(paths: Sequence[str | Path], ids: Sequence[str], size_hw: 
         decode_into(out, paths, size_hw, threads, label, chunk)
         out.flush()
         del out  # the map closes before the file is renamed into place
-    write_parquet(pd.DataFrame({"image_id": list(ids)}), ids_sidecar(path))
+    write_ids_sidecar(ids, path)
 
 
 def decode_to_memmap(paths: Sequence[str | Path], size_hw: tuple[int, int], threads: int = 2,
@@ -257,9 +257,7 @@ class DecodedImages:
     def __getitem__(self, key: int | slice | np.ndarray) -> np.ndarray:
         if isinstance(key, (int, np.integer)):
             return load_image(self.paths[key], self.size_hw)
-        paths = self.paths[key]
-        return load_images(list(paths), self.size_hw, self.threads) if len(paths) else \
-            np.empty((0, *self.shape[1:]), np.uint8)
+        return load_images(list(self.paths[key]), self.size_hw, self.threads)  # no rows: an empty (0, H, W, 3)
 
     def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
         """Every row decoded (O(N) memory: for small splits and code that wants a whole array)."""
@@ -285,7 +283,7 @@ def write_file_list(paths: Sequence[str | Path], ids: Sequence[str], size_hw: tu
         raise FileNotFoundError(f"{missing[0]}: image file does not exist ({len(missing)} of {len(files)} missing)")
     write_parquet(pd.DataFrame({"image_id": list(ids), "path": files, "height": int(size_hw[0]),
                                 "width": int(size_hw[1])}), path)
-    write_parquet(pd.DataFrame({"image_id": list(ids)}), ids_sidecar(path))
+    write_ids_sidecar(ids, path)
 
 
 def read_file_list(path: Path, threads: int) -> tuple[np.ndarray, DecodedImages]:
@@ -300,6 +298,11 @@ def read_file_list(path: Path, threads: int) -> tuple[np.ndarray, DecodedImages]
 def ids_sidecar(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".ids.parquet")
+
+
+def write_ids_sidecar(ids: Sequence[str], path: str | Path) -> None:
+    """`<path>.ids.parquet`: the image id of each row of the array (or list) at `path`."""
+    write_parquet(pd.DataFrame({"image_id": list(ids)}), ids_sidecar(path))
 
 
 def read_image_cache(path: str | Path, mmap: bool = True,

@@ -35,6 +35,7 @@ from cvgl.io import (
     read_parquet,
     reading,
     save_image,
+    write_ids_sidecar,
     write_json,
     write_parquet,
 )
@@ -253,7 +254,7 @@ def features_stage(model_path: Path, caches: dict[str, Path], out_dir: Path, bat
         ids, images = read_image_cache(cache, threads=threads)
         shapes[view] = list(write_backbone_features(model, images, view, batch_size, device, tmp / f"{view}.npy",
                                                     dtype, symmetries, f"features {Path(cache).stem}"))
-        write_parquet(pd.DataFrame({"image_id": list(ids)}), ids_sidecar(tmp / f"{view}.npy"))
+        write_ids_sidecar(ids, tmp / f"{view}.npy")
     write_json({"fingerprint": model.backbone_fingerprint(), "symmetries": symmetries, "shapes": shapes,
                 "dtype": np.dtype(FEATURE_DTYPE).name, "model": str(model_path)}, tmp / FEATURES_META)
     shutil.rmtree(out_dir, ignore_errors=True)

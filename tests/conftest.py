@@ -12,12 +12,14 @@ from tests.dag import run_ok
 
 #: Files of whole-DAG runs (minutes each). Collected first, so that under two pytest-xdist workers
 #: (`--dist loadfile`, pyproject.toml) they start at once and the short files fill in beside them.
-SLOW_FILES = ("test_workflow.py", "test_workflow_layouts.py", "test_workflow_real_data.py")
+SLOW_FILES = ("test_workflow.py", "test_workflow_real_data.py", "test_determinism.py", "test_resume.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Move the whole-DAG files to the front, keeping every other order as collected."""
-    items.sort(key=lambda item: item.path.name not in SLOW_FILES)
+    """Move the whole-DAG files to the front in SLOW_FILES' order (the file that makes the shared tiny run first,
+    then one that needs none, so neither worker waits for it), keeping every other order as collected."""
+    items.sort(key=lambda item: SLOW_FILES.index(item.path.name) if item.path.name in SLOW_FILES
+               else len(SLOW_FILES))
 
 
 def session_folder(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:

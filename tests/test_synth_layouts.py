@@ -58,6 +58,23 @@ def vigor(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.parametrize("layout", ["cvact", "vigor"])
+def test_the_manifest_stage_reads_the_world_in_the_layout_it_was_written_in(layout, cvact, vigor, tmp_path):
+    """As the Snakefile's manifest rule calls it (dataset.name synth, the world's synth.layout): the layout's
+    adapter lists the world, with coordinates, gt_ratio's labeled pairs and, for VIGOR, its semi-positives."""
+    import pandas as pd
+
+    from cvgl.data.stages import manifest_stage
+
+    root = cvact if layout == "cvact" else vigor
+    manifest_stage({"name": "synth", "layout": layout}, root, 0.5, 0, tmp_path / "manifest")
+    images = pd.read_parquet(tmp_path / "manifest" / "images.parquet")
+    truth = pd.read_parquet(tmp_path / "manifest" / "truth.parquet")
+    assert images[["lat", "lon"]].notna().all().all()
+    assert len(pd.read_parquet(tmp_path / "manifest" / "labeled.parquet")) >= 2
+    assert (truth.kind == "semi_positive").any() == (layout == "vigor")
+
+
 # ----------------------------------------------------------------------------------------------------- CVACT
 
 

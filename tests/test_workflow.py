@@ -1,24 +1,18 @@
-"""The whole Snakemake DAG on a tiny synthetic config: it runs, is complete, caches, reruns what changed
-and is deterministic."""
+"""The whole Snakemake DAG on a tiny synthetic config: it runs, is complete, caches and reruns what changed
+(determinism: tests/test_determinism.py; kill -9 resumes: tests/test_resume.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from cvgl.label_table import LABEL_COLUMNS
-from tests.dag import REPO, SNAKEMAKE, copy_run, run_ok, snakemake
+from tests.dag import REPO, run_ok, snakemake
 
 
 def test_dag_makes_every_artifact(tiny_run: Path) -> None:
@@ -113,91 +107,3 @@ def test_cold_start_ablation_switches_skip_the_stages_they_no_longer_need(tmp_pa
     scheduled = {line.split()[0] for line in proc.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()}
     assert not absent & scheduled, proc.stdout
     assert present <= scheduled, proc.stdout
-
-
-CLUSTER_PROFILE = REPO / "workflow" / "profiles" / "cluster-generic-local"
-
-
-def test_a_second_run_gives_byte_identical_label_tables(tiny_run: Path, tmp_path: Path) -> None:
-    """The same config and seed, run again from the same world, make byte-identical label tables (the DAG up to
-    them runs again: every job before round 2's labels). The second run keeps no pixel cache (`data.cache:
-    false`: every read decodes the image files again), which must not change a byte either. Where
-    Snakemake's cluster-generic executor is installed (the `test` extra), every job of the second run is submitted
-    through it as its own process (submit.sh, like sbatch): nothing a job needs travels outside its declared
-    inputs and params."""
-    try:
-        import snakemake_executor_plugin_cluster_generic  # noqa: F401
-        args: tuple[str, ...] = ("--profile", str(CLUSTER_PROFILE))
-    except ImportError:
-        args = ()
-    # The world's own determinism is tests/test_synth.py's; every job after it runs again here.
-    shutil.copytree(tiny_run / "results" / "tiny" / "dataset", tmp_path / "results" / "tiny" / "dataset")
-    labels = [f"results/tiny/round-{n}/labels.parquet" for n in (1, 2)]  # their DAG: 15 jobs, no evaluation
-    no_cache = tmp_path / "no-cache.yaml"
-    no_cache.write_text("data: {cache: false}\n")
-    run_ok(tmp_path, *args, "--configfile", str(REPO / "config.yaml"), str(REPO / "tests" / "tiny.yaml"),
-           str(no_cache), "--", *labels)
-    assert list((tmp_path / "results" / "tiny" / "cache").glob("*.files.parquet"))
-    assert not list((tmp_path / "results" / "tiny" / "cache").glob("*.npy"))
-    if args:
-        exits = list((tmp_path / ".snakemake" / "cluster-generic-local").glob("*.exit"))
-        assert len(exits) >= 15 and all(p.read_text().strip() == "0" for p in exits)  # the jobs went through submit.sh
-    for n in (1, 2):
-        a = (tiny_run / "results" / "tiny" / f"round-{n}" / "labels.parquet").read_bytes()
-        b = (tmp_path / "results" / "tiny" / f"round-{n}" / "labels.parquet").read_bytes()
-        assert a == b, f"round {n} label tables differ between two runs of the same config and seed"
-
-
-def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen[bytes]:
-    """Snakemake in its own process group (it and its jobs can be killed together), output to a file."""
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
-    with open(workdir / "killed-run.out", "wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def finished_epochs(state: Path) -> int:
-    return int(torch.load(state, map_location="cpu", weights_only=False)["epoch"]) if state.exists() else 0
-
-
-def kill_after_first_epoch(proc: subprocess.Popen[bytes], state: Path, timeout: float = 600) -> int:
-    """SIGKILL the whole Snakemake process group once `state` records a finished epoch; return that epoch."""
-    deadline = time.time() + timeout
-    while not state.exists():
-        assert proc.poll() is None, f"snakemake ended before {state.name} appeared"
-        assert time.time() < deadline, f"no {state.name} after {timeout} s"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return finished_epochs(state)
-
-
-@pytest.mark.parametrize(("override", "output", "rule"), [
-    ("coldstart: {cross: {epochs: 5, smoothing: 0.3}}", "round-0/model.pt", "cross_view"),  # ~1 s per epoch
-    ("translate: {method: cyclegan, cyclegan: {epochs: 2, epochs_decay: 2}}", "translator/model.pt", "translate"),
-])
-def test_a_job_killed_with_sigkill_resumes_after_its_last_epoch_and_matches_an_uninterrupted_run(
-        tiny_run: Path, tmp_path: Path, override: str, output: str, rule: str) -> None:
-    work = tmp_path / "work"
-    copy_run(tiny_run, work)  # the upstream outputs and Snakemake's records of them: only `rule` reruns
-    extra = tmp_path / "longer.yaml"
-    extra.write_text(override + "\n")
-    rel = f"results/tiny/{output}"  # Snakemake matches targets against the rules' relative outputs
-    target = work / rel
-    state = target.with_name(target.name + ".state")
-    args = ("--configfile", str(REPO / "config.yaml"), str(REPO / "tests" / "tiny.yaml"), str(extra))
-
-    done = kill_after_first_epoch(start_snakemake(work, *args, "--", rel), state)
-    assert 1 <= done and not target.exists()  # the finished epochs are kept, nothing looks complete
-    run_ok(work, "--unlock", *args)  # a SIGKILLed Snakemake cannot release its lock
-    run_ok(work, "--rerun-incomplete", *args, "--", rel)
-    log = (work / "results" / "tiny" / "logs" / f"{rule}.log").read_text()
-    assert f"resuming after epoch {done}" in log, log[-2000:]  # Snakemake left the undeclared .state in place
-    assert not state.exists()
-    resumed = torch.load(target, map_location="cpu", weights_only=False)["model"]
-
-    run_ok(work, "--forcerun", rule, *args, "--", rel)  # the same job, uninterrupted
-    assert "resuming" not in (work / "results" / "tiny" / "logs" / f"{rule}.log").read_text()
-    uninterrupted = torch.load(target, map_location="cpu", weights_only=False)["model"]
-    assert resumed.keys() == uninterrupted.keys()
-    for key, value in uninterrupted.items():
-        assert torch.equal(resumed[key], value), key

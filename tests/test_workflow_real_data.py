@@ -2,7 +2,11 @@
 
 The paper configs are used exactly as shipped; one extra config file shrinks only sizes, epochs and counts (and
 names a local weights file for the tiny backbone that replaces ConvNeXt-B), and `--config dataset=...` gives the
-root, as the README does. Each run goes through the whole DAG to `summary.csv` and the report.
+root, as the README does. Each run goes through the whole DAG to `summary.csv` and the report, and each layout's
+own outputs are checked there: coordinates and distance recalls (CVACT's UTM, VIGOR's file names), VIGOR's
+semi-positives, whole-city gallery, hit rate and per-city labeled subset. VIGOR's file also turns on approximate
+matching through a FAISS HNSW index (the README's option for large galleries, not the paper's), so the index
+rule runs in one whole DAG.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ coldstart: {{intra: {{epochs: 1}}, cross: {{epochs: 1}}}}
 rounds: {{count: 1, epochs: 1}}
 evaluate: {{batch_size: 8}}
 """
-SHRINK_VIGOR = SHRINK.replace("coldstart: {{intra: {{epochs: 1}}, cross: {{epochs: 1}}}}\n", "")  # no cold start
+SHRINK_VIGOR = (SHRINK.replace("coldstart: {{intra: {{epochs: 1}}, cross: {{epochs: 1}}}}\n", "")  # no cold start
+                + "labels: {{index: HNSW32, search: efSearch=16}}\n")
 
 
 def write_dataset(layout: str, root: Path) -> None:
@@ -40,7 +45,8 @@ def write_dataset(layout: str, root: Path) -> None:
     elif layout == "cvact":
         write_cvact_fixture(root, n_train=8, n_val=4)
     else:
-        write_vigor_fixture(root, cities=("Chicago",), n_tiles=8, n_train={"Chicago": 6}, n_test=4)
+        # 10 train panoramas: the config's gt_ratio 0.1 labels one of them
+        write_vigor_fixture(root, cities=("Chicago",), n_tiles=8, n_train={"Chicago": 10}, n_test=4)
 
 
 def write_weights(path: Path) -> Path:
@@ -78,3 +84,28 @@ def test_the_readme_real_data_command_runs_each_paper_config_to_the_summary(tmp_
     else:
         assert (results / "translator" / "model.pt").exists()  # the paper's CycleGAN translated the projections
     assert checkpoint["model"]["ground.mean"].flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
+    check_layout_outputs(layout, results, summary)
+
+
+def check_layout_outputs(layout: str, results: Path, summary: pd.DataFrame) -> None:
+    """What each layout's adapter brings to the run's outputs (CVUSA's fixture has no GPS table: no distances)."""
+    images = pd.read_parquet(results / "manifest" / "images.parquet")
+    truth = pd.read_parquet(results / "manifest" / "truth.parquet")
+    if layout == "cvusa":
+        assert (truth.kind == "positive").all() and "R@25m" not in summary.columns
+        return
+    retrievals = pd.read_parquet(results / "round-1" / "retrievals.parquet")
+    assert images[["lat", "lon"]].notna().all().all()
+    assert retrievals.top1_distance_m.notna().all() and (retrievals.top1_distance_m >= 0).all()
+    assert {"R@25m", "R@50m", "R@100m", "median_error_m"} <= set(summary.columns)
+    assert (summary["R@25m"] <= summary["R@100m"]).all()
+    if layout == "cvact":
+        assert (truth.kind == "positive").all() and "hit_rate" not in summary.columns
+        return
+    assert (results / "round-0" / "index" / "train-satellite.faiss").exists()  # labels.index: HNSW32
+    assert (truth.kind == "semi_positive").any() and "city" in images.columns
+    assert summary["hit_rate"].between(0, 1).all() and (summary["hit_rate"] >= summary["R@1"]).all()
+    test_tiles = ((images.view == "satellite") & (images.split == "test")).sum()
+    assert test_tiles > ((images.view == "ground") & (images.split == "test")).sum()  # the whole city gallery
+    labels = pd.read_parquet(results / "round-1" / "labels.parquet")
+    assert (labels.source == "labeled").sum() == 1  # gt_ratio 0.1 of Chicago's 10 train panoramas

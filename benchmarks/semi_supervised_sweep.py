@@ -11,6 +11,10 @@ A small ratio (0.1: 120 true pairs on the default world) bounds what first label
 ratios at equal steps by giving the supervised sweep fewer `rounds.epochs` (its own `--configfile`).
 
     python benchmarks/semi_supervised_sweep.py results/synth-unsupervised --ratios 0 0.01 0.05 0.1 0.2 1.0
+
+Two labelling levers that the workflow does not have, for `--ratios 0` against a supervised run at equal steps:
+`--consistent` (below t0 a pair stays kept only where the previous round matched it mutually too) and
+`--ensemble` (label with the mean of this round's and the previous round's similarities).
 """
 
 from __future__ import annotations
@@ -55,7 +59,17 @@ def consistent_with(table: pd.DataFrame, previous: pd.DataFrame | None, t0: floa
     return table.assign(kept=table.kept.to_numpy() & (same | confident | (table.source == "labeled").to_numpy()))
 
 
-def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device, consistent: bool = False) -> list[dict]:
+def with_previous(now: np.ndarray, before: np.ndarray | None) -> np.ndarray:
+    """The ensemble lever (`--ensemble`, not in the workflow): this round's L2-normalised embeddings beside the
+    previous round's, scaled by 1/sqrt(2), so an inner product is the mean of the two models' cosines; reads no
+    truth."""
+    if before is None:
+        return now
+    return (np.concatenate([now, before], axis=1) / np.sqrt(2.0)).astype(now.dtype)
+
+
+def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device, consistent: bool = False,
+              ensemble: bool = False) -> list[dict]:
     rounds = cfg["rounds"]
     setup_torch(cfg["threads"], cfg["seed"])
     ckpt = load_checkpoint(run / "round-0/model.pt")
@@ -79,12 +93,15 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device, consiste
     out = []
     steps = 0
     previous = None
+    before: tuple[np.ndarray, np.ndarray] | None = None
     for n in range(1, rounds["count"] + 1):
         r = round_settings(rounds, n)  # as the workflow's rules
         model.eval()
         k = embedding_symmetries(cfg, "train")  # as the workflow's train embeddings
         g = embed_images(model, ground, "ground", 256, device, symmetries=k)
         s = embed_images(model, sats, "satellite", 256, device, symmetries=k)
+        if ensemble:
+            (g, s), before = ((with_previous(g, before[0]), with_previous(s, before[1])) if before else (g, s)), (g, s)
         m = mutual_matches(g, s, labels_cfg["chunk"], prior=prior, prior_weight=weight,  # as pseudo_label
                            prior_metric=labels_cfg["prior_metric"], csls_k=labels_cfg["csls_k"])
         label_cfg = pseudo_label_slice(cfg, n)  # as the pseudo_label rule: the switches and the schedule too
@@ -117,10 +134,13 @@ def main() -> None:
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.01, 0.05, 0.1, 0.2, 1.0])
     ap.add_argument("--consistent", action="store_true",
                     help="lever: pairs below t0 kept only where the previous round matched them too")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="lever: label with the mean of this round's and the previous round's similarities")
     a = ap.parse_args()
     cfg = load_config(a.configfile or [a.run / "report/config.yaml"])
     t0 = time.time()
-    rows = [r for ratio in a.ratios for r in sweep_one(a.run, cfg, ratio, torch.device("cpu"), a.consistent)]
+    rows = [r for ratio in a.ratios for r in sweep_one(a.run, cfg, ratio, torch.device("cpu"), a.consistent,
+                                                            a.ensemble)]
     table = pd.DataFrame(rows)
     final = table[table["round"] == table["round"].max()]
     print(final[["gt_ratio", "labeled", "R@1", "R@5", "R@10", "R@1%", "kept", "correct", "steps"]]

@@ -29,6 +29,16 @@ def session_folder(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> 
 
 
 @pytest.fixture(scope="session", autouse=True)
+def one_torch_thread_per_worker(worker_id: str) -> None:
+    """Under pytest-xdist each worker computes on one thread: the two workers (and the jobs of their Snakemake
+    runs) already fill the cores, and torch's default of a thread per core in each would oversubscribe them."""
+    if worker_id != "master":
+        import torch
+
+        torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def cvgl_cache(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """cvgl's per-user cache (remembered backbone checks) in the session's folder, not the user's home: the
     suite's Snakemake runs, and the jobs they start, share it."""

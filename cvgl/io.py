@@ -148,15 +148,18 @@ CACHE_CHUNK = 256
 def cache_image_files(paths: Sequence[str | Path], ids: Sequence[str], size_hw: tuple[int, int], path: str | Path,
                       threads: int = 2, label: str | None = None, chunk: int = CACHE_CHUNK) -> None:
     """Decode image files straight into the cache `write_image_cache` would write (same bytes), `chunk` images at
-    a time through a memory-mapped `.npy`: memory O(chunk), not O(N), and no half-written cache after a crash."""
+    a time appended to the `.npy` after its header: memory O(chunk), not O(N), and no half-written cache after a
+    crash. Written through the file, not a map: a map's dirty pages count as the job's own memory until the
+    kernel writes them back, which at VIGOR's sizes grew the job's RSS with the cache."""
     if len(paths) != len(ids):
         raise ValueError(f"{path}: {len(paths)} image files for {len(ids)} ids")
     path = Path(path)
-    with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *size_hw, 3))
-        decode_into(out, paths, size_hw, threads, label, chunk)
-        out.flush()
-        del out  # the map closes before the file is renamed into place
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+              "shape": (len(paths), *size_hw, 3)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for images in decoded_chunks(paths, size_hw, threads, label, chunk):
+            fh.write(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
     write_ids_sidecar(ids, path)
 
 
@@ -172,12 +175,21 @@ def decode_to_memmap(paths: Sequence[str | Path], size_hw: tuple[int, int], thre
 def decode_into(out: np.ndarray, paths: Sequence[str | Path], size_hw: tuple[int, int], threads: int,
                 label: str | None, chunk: int) -> None:
     """Decode `paths` into the rows of `out` (a map), `chunk` images at a time (progress shown with `label`)."""
+    start = 0
+    for images in decoded_chunks(paths, size_hw, threads, label, chunk):
+        out[start:start + len(images)] = images
+        start += len(images)
+
+
+def decoded_chunks(paths: Sequence[str | Path], size_hw: tuple[int, int], threads: int, label: str | None,
+                   chunk: int) -> Iterator[np.ndarray]:
+    """`paths` decoded at `size_hw`, `chunk` images per array, in order (progress shown with `label`)."""
     progress = Progress(len(paths), label) if label else None
     for start in range(0, len(paths), chunk):
-        part = paths[start:start + chunk]
-        out[start:start + len(part)] = load_images(part, size_hw, threads)
+        images = load_images(paths[start:start + chunk], size_hw, threads)
+        yield images
         if progress:
-            progress.update(len(part))
+            progress.update(len(images))
 
 
 class RowBuffer:

@@ -68,3 +68,17 @@ def test_the_cache_stage_writes_the_kind_its_output_names(tmp_path: Path) -> Non
     assert found.name == "train-ground.files.parquet"
     np.testing.assert_array_equal(read_image_cache(found)[1][:], np.stack([
         np.asarray(Image.open(p).convert("RGB").resize((16, 8), Image.BILINEAR)) for p in paths]))
+
+
+def test_a_pixel_cache_written_in_chunks_is_the_file_np_save_writes(tmp_path: Path) -> None:
+    """Chunks appended after the header (3 images at a time, the last one short) make the bytes of one np.save of
+    the whole decoded array, and the cache reads back memory-mapped."""
+    from cvgl.io import load_images, write_image_cache
+
+    paths = image_files(tmp_path / "images", 7)
+    ids = [f"id{i}" for i in range(7)]
+    cache_image_files(paths, ids, (16, 32), tmp_path / "chunked.npy", threads=2, chunk=3)
+    write_image_cache(load_images(paths, (16, 32), 1), ids, tmp_path / "whole.npy")
+    assert (tmp_path / "chunked.npy").read_bytes() == (tmp_path / "whole.npy").read_bytes()
+    read_ids, pixels = read_image_cache(tmp_path / "chunked.npy")
+    assert list(read_ids) == ids and isinstance(pixels, np.memmap) and pixels.shape == (7, 16, 32, 3)

@@ -59,12 +59,10 @@ def consistent_with(table: pd.DataFrame, previous: pd.DataFrame | None, t0: floa
     return table.assign(kept=table.kept.to_numpy() & (same | confident | (table.source == "labeled").to_numpy()))
 
 
-def with_previous(now: np.ndarray, before: np.ndarray | None) -> np.ndarray:
+def with_previous(now: np.ndarray, before: np.ndarray) -> np.ndarray:
     """The ensemble lever (`--ensemble`, not in the workflow): this round's L2-normalised embeddings beside the
     previous round's, scaled by 1/sqrt(2), so an inner product is the mean of the two models' cosines; reads no
     truth."""
-    if before is None:
-        return now
     return (np.concatenate([now, before], axis=1) / np.sqrt(2.0)).astype(now.dtype)
 
 
@@ -101,7 +99,10 @@ def sweep_one(run: Path, cfg: dict, ratio: float, device: torch.device, consiste
         g = embed_images(model, ground, "ground", 256, device, symmetries=k)
         s = embed_images(model, sats, "satellite", 256, device, symmetries=k)
         if ensemble:
-            (g, s), before = ((with_previous(g, before[0]), with_previous(s, before[1])) if before else (g, s)), (g, s)
+            this_round = (g, s)
+            if before is not None:
+                g, s = with_previous(g, before[0]), with_previous(s, before[1])
+            before = this_round
         m = mutual_matches(g, s, labels_cfg["chunk"], prior=prior, prior_weight=weight,  # as pseudo_label
                            prior_metric=labels_cfg["prior_metric"], csls_k=labels_cfg["csls_k"])
         label_cfg = pseudo_label_slice(cfg, n)  # as the pseudo_label rule: the switches and the schedule too

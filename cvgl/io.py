@@ -123,13 +123,18 @@ def load_images(paths: Sequence[str | Path], size_hw: tuple[int, int], threads: 
                 label: str | None = None) -> np.ndarray:
     """Decode many images in parallel into one (N,H,W,3) uint8 array (progress shown if `label` is given)."""
     out = np.empty((len(paths), size_hw[0], size_hw[1], 3), dtype=np.uint8)
-    progress = Progress(len(paths), label) if label else None
+    load_images_into(out, paths, size_hw, threads, Progress(len(paths), label) if label else None)
+    return out
+
+
+def load_images_into(out: np.ndarray, paths: Sequence[str | Path], size_hw: tuple[int, int], threads: int,
+                     progress: Progress | None = None) -> None:
+    """Decode `paths` in parallel into the rows of `out`, each image stored as soon as it is decoded."""
     with ThreadPoolExecutor(max(1, threads)) as pool:
         for i, img in enumerate(pool.map(lambda p: load_image(p, size_hw), paths)):
             out[i] = img
             if progress:
                 progress.update(1)
-    return out
 
 
 def write_image_cache(images: np.ndarray, ids: Sequence[str], path: str | Path) -> None:
@@ -183,13 +188,18 @@ def decode_into(out: np.ndarray, paths: Sequence[str | Path], size_hw: tuple[int
 
 def decoded_chunks(paths: Sequence[str | Path], size_hw: tuple[int, int], threads: int, label: str | None,
                    chunk: int) -> Iterator[np.ndarray]:
-    """`paths` decoded at `size_hw`, `chunk` images per array, in order (progress shown with `label`)."""
+    """`paths` decoded at `size_hw`, `chunk` images per array, in order (progress shown with `label`).
+
+    Every chunk is decoded into the same buffer, so a caller must copy a chunk out before asking for the next:
+    one chunk's pixels in memory, not the one being decoded plus the one a loop variable still holds."""
     progress = Progress(len(paths), label) if label else None
+    buffer = np.empty((min(chunk, len(paths)), *size_hw, 3), dtype=np.uint8)
     for start in range(0, len(paths), chunk):
-        images = load_images(paths[start:start + chunk], size_hw, threads)
-        yield images
+        part = paths[start:start + chunk]
+        load_images_into(buffer[:len(part)], part, size_hw, threads)
+        yield buffer[:len(part)]
         if progress:
-            progress.update(len(images))
+            progress.update(len(part))
 
 
 class RowBuffer:

@@ -2,7 +2,8 @@
 
 The paper configs are used exactly as shipped; one extra config file shrinks only sizes, epochs and counts (and
 names a local weights file for the tiny backbone that replaces ConvNeXt-B), and `--config dataset=...` gives the
-root, as the README does. Each run goes through the whole DAG to `summary.csv` and the report, and each layout's
+root, as the README does. Each run goes through the whole DAG to `summary.csv` and the report (CVACT's with no
+round after the cold start: its rounds are CVUSA's rules), and each layout's
 own outputs are checked there: coordinates and distance recalls (CVACT's UTM, VIGOR's file names), VIGOR's
 semi-positives, whole-city gallery, hit rate and per-city labeled subset. VIGOR's file also turns on approximate
 matching through a FAISS HNSW index (the README's option for large galleries, not the paper's), so the index
@@ -37,6 +38,10 @@ evaluate: {{batch_size: 8}}
 """
 SHRINK_VIGOR = (SHRINK.replace("coldstart: {{intra: {{epochs: 1}}, cross: {{epochs: 1}}}}\n", "")  # no cold start
                 + "labels: {{index: HNSW32, search: efSearch=16}}\n")
+#: CVACT's rounds are CVUSA's rules with another t0 (tests/test_config.py checks it), so its run stops at the cold
+#: start's evaluation: what it adds is its own coordinates, checked there.
+SHRINK_CVACT = SHRINK.replace("rounds: {{count: 1, epochs: 1}}", "rounds: {{count: 0}}")
+SHRINKS = {"cvusa": SHRINK, "cvact": SHRINK_CVACT, "vigor": SHRINK_VIGOR}
 
 
 def write_dataset(layout: str, root: Path) -> None:
@@ -63,7 +68,7 @@ def test_the_readme_real_data_command_runs_each_paper_config_to_the_summary(tmp_
     write_dataset(layout, root)
     weights = write_weights(tmp_path / "convnext_atto.safetensors")
     small = tmp_path / "small.yaml"
-    small.write_text((SHRINK_VIGOR if layout == "vigor" else SHRINK).format(weights=weights))
+    small.write_text(SHRINKS[layout].format(weights=weights))
     # snakemake --cores N --configfile configs/<dataset>.yaml --config dataset='{root: /path/to/<DATASET>}'
     cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "2",
            "--configfile", str(REPO / "configs" / f"{layout}.yaml"), str(small),
@@ -73,7 +78,7 @@ def test_the_readme_real_data_command_runs_each_paper_config_to_the_summary(tmp_
     run = {"cvusa": "cvusa-unsupervised", "cvact": "cvact-unsupervised", "vigor": "vigor-same-area"}[layout]
     results = tmp_path / "results" / run
     summary = pd.read_csv(results / "summary.csv")
-    assert summary["round"].tolist() == [0, 1] and summary["R@1"].between(0, 1).all()
+    assert summary["round"].tolist() == ([0] if layout == "cvact" else [0, 1]) and summary["R@1"].between(0, 1).all()
     resolved = (results / "report" / "config.yaml").read_text()
     assert "prior_weight: 0" in resolved and "csls_k: 0" in resolved and "method: cyclegan" in resolved
     checkpoint = torch.load(results / "round-0" / "model.pt", map_location="cpu", weights_only=False)
@@ -94,7 +99,7 @@ def check_layout_outputs(layout: str, results: Path, summary: pd.DataFrame) -> N
     if layout == "cvusa":
         assert (truth.kind == "positive").all() and "R@25m" not in summary.columns
         return
-    retrievals = pd.read_parquet(results / "round-1" / "retrievals.parquet")
+    retrievals = pd.read_parquet(results / f"round-{summary['round'].max()}" / "retrievals.parquet")
     assert images[["lat", "lon"]].notna().all().all()
     assert retrievals.top1_distance_m.notna().all() and (retrievals.top1_distance_m >= 0).all()
     assert {"R@25m", "R@50m", "R@100m", "median_error_m"} <= set(summary.columns)

@@ -103,3 +103,19 @@ def test_the_command_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith(f"cvgl labels: error: {path}: not a readable label table")
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`cvgl labels show ... | head`: the closed pipe ends the command with no traceback."""
+    path = tmp_path / "labels.parquet"
+    row = {"ground_id": "g" * 40, "satellite_id": "s" * 40, "score": 0.5, "second_score": 0.4, "margin": 0.1,
+           "mutual": True, "threshold": 0.05, "kept": True, "source": "pseudo", "correct": None}
+    pd.DataFrame([row] * 5000, columns=list(LABEL_COLUMNS)).to_parquet(path)  # far more than a pipe's buffer
+    proc = subprocess.Popen([sys.executable, "-m", "cvgl", "labels", "show", str(path), "--rows", "5000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()  # the reader takes one line and goes away, as `head -1` does
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

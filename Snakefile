@@ -2,7 +2,7 @@
 # This file is a table of contents; the rules live in workflow/rules/, the work in `cvgl <stage>`.
 from snakemake.utils import min_version
 
-from cvgl.config import resolve_config
+from cvgl.config import merge_configs, resolve_config, typed_overrides
 
 min_version("9.0")
 
@@ -16,10 +16,12 @@ if not workflow.overwrite_configfiles:
 
 # Schema (one line per bad key path), defaults, the paper's per-dataset values and every cross-key rule, before
 # any rule exists (cvgl.config). A job's own process (cluster executors) skips the checks that build a model:
-# the process that submitted it ran them on the same config.
-config.update(resolve_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml",
-                             workflow.configfiles, f"{workflow.basedir}/config.yaml",
-                             check_builds=workflow.is_main_process))
+# the process that submitted it ran them on the same config. `--config` values are typed by the schema first
+# (Snakemake reads the scalars of a nested `--config key='{...}'` as strings) and win as they did.
+SCHEMA = f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+OVERRIDES = typed_overrides(workflow.config_settings.config, SCHEMA)
+config.update(resolve_config(merge_configs(config, OVERRIDES), SCHEMA, workflow.configfiles,
+                             f"{workflow.basedir}/config.yaml", check_builds=workflow.is_main_process))
 
 
 report: "workflow/report/workflow.rst"

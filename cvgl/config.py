@@ -24,7 +24,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +189,61 @@ def merge_configs(*layers: dict[str, Any]) -> dict[str, Any]:
             else:
                 out[key] = copy.deepcopy(value)
     return out
+
+
+def typed_overrides(overrides: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """`--config` values with the types the schema wants. Snakemake reads a nested `--config key='{...}'` with
+    YAML's base loader, so every scalar in it arrives as a string (`rounds='{gt_ratio: 1.0}'` gives '1.0'); each
+    string where the schema wants no string is read as YAML again. One that still is not of an accepted type
+    stays as it is, for the schema check to name."""
+    root = _schema(str(schema_path))
+    return {key: _typed(value, _child(root, key, root), root) for key, value in overrides.items()}
+
+
+#: Python types of the schema's non-string JSON types (a bool is no integer or number here).
+PYTHON_TYPES: dict[str, tuple[type, ...]] = {"boolean": (bool,), "integer": (int,), "number": (int, float),
+                                          "null": (type(None),), "array": (list,), "object": (dict,)}
+
+
+def _child(node: dict[str, Any], key: str, root: dict[str, Any]) -> dict[str, Any]:
+    """The schema of `key` inside the object `node` (its named property, else its entries' schema; {} if none)."""
+    node = _dereference(node, root)
+    sub = node.get("properties", {}).get(key, node.get("additionalProperties"))
+    return _dereference(sub, root) if isinstance(sub, dict) else {}
+
+
+def _typed(value: Any, node: dict[str, Any], root: dict[str, Any]) -> Any:
+    """`value` (a `--config` value at the schema `node`) with its strings typed (`typed_overrides`)."""
+    if isinstance(value, Mapping):
+        return {k: _typed(v, _child(node, k, root), root) for k, v in value.items()}
+    if isinstance(value, list):
+        items = node.get("items")
+        return [_typed(v, _dereference(items, root) if isinstance(items, dict) else {}, root) for v in value]
+    if not isinstance(value, str):
+        return value
+    parsed = _reread(value, node)
+    return _typed(parsed, node, root) if isinstance(parsed, (list, dict)) else parsed
+
+
+def _reread(text: str, node: dict[str, Any]) -> Any:
+    """`text` read as YAML where the schema `node` takes no string and the value read is of a type it takes
+    (or one of its `enum` values); else `text` itself."""
+    types = node.get("type", [])
+    types = [types] if isinstance(types, str) else list(types)
+    if "string" in types:  # a path or a name; only a bare null means none where none is allowed
+        return None if text == "null" and "null" in types else text
+    if not (types or "enum" in node):
+        return text
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if types:
+        accepted = tuple(t for name in types for t in PYTHON_TYPES.get(name, ()))
+        fits = isinstance(value, accepted) and (not isinstance(value, bool) or "boolean" in types)
+    else:
+        fits = text not in node["enum"] and value in node["enum"]
+    return value if fits else text
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -221,8 +221,7 @@ def _typed(value: Any, node: dict[str, Any], root: dict[str, Any]) -> Any:
         return [_typed(v, _dereference(items, root) if isinstance(items, dict) else {}, root) for v in value]
     if not isinstance(value, str):
         return value
-    parsed = _reread(value, node)
-    return _typed(parsed, node, root) if isinstance(parsed, (list, dict)) else parsed
+    return _reread(value, node)  # YAML types whatever a string holds inside it too
 
 
 def _reread(text: str, node: dict[str, Any]) -> Any:
@@ -265,7 +264,7 @@ def load_config(configfiles: Iterable[str | Path], overrides: dict[str, Any] | N
     """The resolved config of `configfiles` merged in order, then `overrides` (as `--config`), exactly as the
     Snakefile resolves it: for benchmarks and scripts that read a run's settings outside Snakemake."""
     files = [Path(f) for f in configfiles]
-    config = merge_configs(*(read_config_file(f) for f in files), overrides or {})
+    config = merge_configs(*(read_config_file(f) for f in files), typed_overrides(overrides or {}, schema_path))
     return resolve_config(config, schema_path, files, DEMO_CONFIG)
 
 

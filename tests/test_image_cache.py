@@ -11,7 +11,15 @@ import pytest
 from PIL import Image
 
 from cvgl.data.stages import cache_stage
-from cvgl.io import DecodedImages, cache_image_files, find_image_cache, read_image_cache, write_file_list
+from cvgl.io import (
+    DecodedImages,
+    cache_image_files,
+    find_image_cache,
+    load_images,
+    read_image_cache,
+    write_file_list,
+    write_image_cache,
+)
 
 
 def image_files(folder: Path, n: int) -> list[Path]:
@@ -73,8 +81,6 @@ def test_the_cache_stage_writes_the_kind_its_output_names(tmp_path: Path) -> Non
 def test_a_pixel_cache_written_in_chunks_is_the_file_np_save_writes(tmp_path: Path) -> None:
     """Chunks appended after the header (3 images at a time, the last one short) make the bytes of one np.save of
     the whole decoded array, and the cache reads back memory-mapped."""
-    from cvgl.io import load_images, write_image_cache
-
     paths = image_files(tmp_path / "images", 7)
     ids = [f"id{i}" for i in range(7)]
     cache_image_files(paths, ids, (16, 32), tmp_path / "chunked.npy", threads=2, chunk=3)

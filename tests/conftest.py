@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -45,17 +44,6 @@ def cvgl_cache(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path
     suite's Snakemake runs, and the jobs they start, share it."""
     folder = session_folder(tmp_path_factory, worker_id) / "cvgl-cache"
     os.environ["CVGL_CACHE_DIR"] = str(folder)
-    return folder
-
-
-@pytest.fixture(scope="session", autouse=True)
-def session_tmpdir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    """Temporary files of the processes the suite starts (Snakemake's job scripts, torchrun's rendezvous folders,
-    torch's compile cache) in the session's folder, which pytest removes, not left behind in the system's."""
-    folder = session_folder(tmp_path_factory, worker_id) / "tmp"
-    folder.mkdir(exist_ok=True)
-    os.environ["TMPDIR"] = str(folder)
-    tempfile.tempdir = str(folder)  # this process's own tempfile calls too (gettempdir caches the first answer)
     return folder
 
 

@@ -342,7 +342,9 @@ def satellite_input_mask(cfg: dict[str, Any]) -> tuple[torch.Tensor, tuple[slice
     that cuts that input out of a `model.satellite_size` tile; errors name the keys."""
     size = tuple(cfg["satellite_size"])
     radius = cfg.get("satellite_mask_radius")
-    mask = centre_disc(size, radius) if radius else torch.ones(size)
+    # on the CPU whatever the default device: the mask is a constant of the config, and a model built on the meta
+    # device (shape checks) still needs its values here
+    mask = centre_disc(size, radius) if radius else torch.ones(size, device="cpu")
     if not mask.any():
         raise ValueError(f"model.satellite_mask_radius {radius}: the disc holds no pixel of a {size} tile")
     if not cfg.get("satellite_crop", False):
@@ -403,7 +405,8 @@ def centre_disc(size_hw: tuple[int, int], radius: float) -> torch.Tensor:
     input, lets the cold start learn what transfers from translated projections to real tiles.
     """
     h, w = size_hw
-    ys, xs = torch.meshgrid(torch.arange(h) + 0.5 - h / 2, torch.arange(w) + 0.5 - w / 2, indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, device="cpu") + 0.5 - h / 2, torch.arange(w, device="cpu") + 0.5 - w / 2,
+                            indexing="ij")
     return ((ys**2 + xs**2).sqrt() <= radius * min(h, w) / 2).float()
 
 

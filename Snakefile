@@ -44,7 +44,7 @@ rule all:
         rules.samples.output,
         rules.resolved_config.output,
         rules.summary_table.output,
-        expand(f"{RESULTS}/report/round-{{n}}-{{kind}}.png", n=range(ROUNDS + 1), kind=["retrievals", "errors"]),
+        expand(f"{RESULTS}/report/round-{{n}}-{{kind}}.png", n=EVALUATED, kind=["retrievals", "errors"]),
     default_target: True
 
 

@@ -487,6 +487,14 @@ def as_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
+def evaluated_rounds(config: dict[str, Any]) -> list[int]:
+    """The rounds whose model is evaluated on the test split (`evaluate.every`): the cold start, every k-th round
+    and the last. Each one costs embedding the test split and a retrieval pass; the rounds between still embed
+    the train split, relabel and train, so self-training is unchanged and only its report thins out."""
+    count, every = config["rounds"]["count"], config["evaluate"]["every"]
+    return sorted({0, count, *range(every, count + 1, every)})
+
+
 def results_dir(config: dict[str, Any]) -> str:
     """Where a run's artifacts go, relative to the working directory: results/<run>."""
     return f"results/{config['run']}"

@@ -136,3 +136,12 @@ def test_the_dataset_inputs_are_the_world_or_the_split_files(tiny: dict, tmp_pat
         cc.dataset_inputs(real)
     (tmp_path / "ACT_data.mat").write_bytes(b"")
     assert cc.dataset_root(real) == str(tmp_path) and cc.dataset_inputs(real) == [str(tmp_path / "ACT_data.mat")]
+
+
+@pytest.mark.parametrize(("count", "every", "expected"), [
+    (2, 1, [0, 1, 2]), (8, 3, [0, 3, 6, 8]), (8, 8, [0, 8]), (3, 5, [0, 3]), (0, 4, [0]),
+])
+def test_the_evaluated_rounds_are_the_cold_start_every_kth_and_the_last(count: int, every: int,
+                                                                          expected: list[int]) -> None:
+    config = {"rounds": {"count": count}, "evaluate": {"every": every}}
+    assert cc.evaluated_rounds(config) == expected

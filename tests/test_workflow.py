@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cvgl.label_table import LABEL_COLUMNS
-from tests.dag import REPO, run_ok, snakemake
+from tests.dag import REPO, copy_run, run_ok, snakemake
 
 
 def test_dag_makes_every_artifact(tiny_run: Path) -> None:
@@ -40,6 +40,30 @@ def test_dag_makes_every_artifact(tiny_run: Path) -> None:
 def test_second_run_does_nothing(tiny_run: Path) -> None:
     proc = run_ok(tiny_run, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_rounds_between_evaluations_embed_no_test_image_and_a_finished_run_redoes_only_its_summary(
+        tiny_run: Path, tmp_path: Path) -> None:
+    """`evaluate.every: 2` on the tiny run's two rounds: round 1 still embeds the train split, relabels and
+    trains (round 2 needs it), but no job embeds or evaluates its test split; on the finished run the change
+    schedules the summary, what reads it and the resolved config: no embedding, evaluation or training."""
+    every = tmp_path / "every.yaml"
+    every.write_text("evaluate: {every: 2}\n")
+    (tmp_path / "fresh").mkdir()
+    fresh = snakemake(tmp_path / "fresh", "-n", "--configfile", str(REPO / "config.yaml"),
+                      str(REPO / "tests" / "tiny.yaml"), str(every))
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    for made in ("round-1/embeddings/train", "round-1/labels.parquet", "round-2/model.pt",
+                 "round-0/metrics.json", "round-2/metrics.json"):
+        assert f"/{made}" in fresh.stdout, made
+    assert "round-1/embeddings/test" not in fresh.stdout and "round-1/metrics.json" not in fresh.stdout
+    finished = snakemake(copy_run(tiny_run, tmp_path / "finished"), "-n", "--quiet", "rules", "--configfile",
+                         str(REPO / "config.yaml"), str(REPO / "tests" / "tiny.yaml"), str(every))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    scheduled = {line.split()[0] for line in finished.stdout.splitlines()
+                 if line.strip() and line.split()[-1].isdigit()} - {"total"}
+    assert "summary" in scheduled, finished.stdout
+    assert scheduled <= {"resolved_config", "summary", "plots", "summary_table", "all"}, finished.stdout
 
 
 def test_report_collects_the_plots_samples_config_and_summary(tiny_run: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from cvgl.config import as_json
 RUN = config["run"]
 RESULTS = cvgl_config.results_dir(config)
 ROUNDS = config["rounds"]["count"]
+EVALUATED = cvgl_config.evaluated_rounds(config)  # rounds evaluated on the test split (evaluate.every)
 THREADS = config["threads"]
 # Rules call the `cvgl` console script; fall back to this interpreter's module if it is not on PATH.
 CVGL = "cvgl" if shutil.which("cvgl") else f"{sys.executable} -m cvgl"

@@ -1,4 +1,4 @@
-# Evaluation of every round on the test split, and the run's summary table.
+# Evaluation of the rounds on the test split (every round unless evaluate.every), and the run's summary table.
 import shlex
 
 
@@ -35,7 +35,7 @@ rule evaluate:
 
 rule summary:
     input:
-        expand(f"{RESULTS}/round-{{n}}/metrics.json", n=range(ROUNDS + 1)),
+        expand(f"{RESULTS}/round-{{n}}/metrics.json", n=EVALUATED),
     output:
         report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Rounds",
                subcategory="Across rounds"),

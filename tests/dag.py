@@ -31,3 +31,9 @@ def copy_run(src: Path, dst: Path) -> Path:
     pytest-xdist workers)."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("locks"))
     return dst
+
+
+def scheduled_rules(output: str) -> set[str]:
+    """The rules a dry run schedules, from its job-stats table (`<rule> <count>` lines; the `total` row left out)."""
+    rows = (line.split() for line in output.splitlines())
+    return {row[0] for row in rows if len(row) == 2 and row[1].isdigit()} - {"total"}

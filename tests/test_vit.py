@@ -23,7 +23,7 @@ from cvgl.embed import embed_images
 from cvgl.models import CrossViewModel, Encoder, token_grid
 from cvgl.pipeline import cross_view_train
 from cvgl.train import build_model, cross_view_stage, fit, model_from_checkpoint, setup_torch
-from tests.dag import REPO, snakemake
+from tests.dag import REPO, scheduled_rules, snakemake
 from tests.test_distributed import assert_same_training, float64, free_port, train_stages
 from tests.test_weights import offline_env, populate_hub_cache, reference_state, save_weights
 
@@ -314,7 +314,7 @@ def test_the_training_free_config_runs_no_cold_start_training(tmp_path: Path) ->
                      str(REPO / "tests" / "tiny.yaml"), str(REPO / "configs" / "training-free.yaml"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    scheduled = {line.split()[0] for line in out.splitlines() if len(line.split()) == 2 and line.split()[-1].isdigit()}
+    scheduled = scheduled_rules(out)
     assert {"cross_view", "train_round", "embed", "features"} <= scheduled, out
     assert not {"intra_view", "translate"} & scheduled, out
     embeds = [line for line in out.splitlines() if " embed --model " in line]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cvgl.label_table import LABEL_COLUMNS
-from tests.dag import REPO, copy_run, run_ok, snakemake
+from tests.dag import REPO, copy_run, run_ok, scheduled_rules, snakemake
 
 
 def test_dag_makes_every_artifact(tiny_run: Path) -> None:
@@ -60,8 +60,7 @@ def test_rounds_between_evaluations_embed_no_test_image_and_a_finished_run_redoe
     finished = snakemake(copy_run(tiny_run, tmp_path / "finished"), "-n", "--quiet", "rules", "--configfile",
                          str(REPO / "config.yaml"), str(REPO / "tests" / "tiny.yaml"), str(every))
     assert finished.returncode == 0, finished.stderr[-3000:]
-    scheduled = {line.split()[0] for line in finished.stdout.splitlines()
-                 if line.strip() and line.split()[-1].isdigit()} - {"total"}
+    scheduled = scheduled_rules(finished.stdout)
     assert "summary" in scheduled, finished.stdout
     assert scheduled <= {"resolved_config", "summary", "plots", "summary_table", "all"}, finished.stdout
 
@@ -128,6 +127,6 @@ def test_cold_start_ablation_switches_skip_the_stages_they_no_longer_need(tmp_pa
     proc = snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(REPO / "config.yaml"),
                      str(REPO / "tests" / "tiny.yaml"), str(extra))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    scheduled = {line.split()[0] for line in proc.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()}
+    scheduled = scheduled_rules(proc.stdout)
     assert not absent & scheduled, proc.stdout
     assert present <= scheduled, proc.stdout
